@@ -1,0 +1,44 @@
+# Every target sets up its own environment, so a fresh clone needs only Python 3.10+
+# and the package registry.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: help venv test lint typecheck demo bench clean
+
+help:
+	@echo "make demo   - run the quickstart against the local reference ingest server"
+	@echo "make test   - lint-free install and the whole test suite"
+	@echo "make lint   - ruff and mypy --strict"
+	@echo "make bench  - benchmarks against the peers; writes benchmarks/RESULTS.md"
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/mypy
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo .bench

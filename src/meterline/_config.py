@@ -1,0 +1,225 @@
+"""One frozen configuration object, its defaults, and the only place that reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from ._errors import ConfigError
+
+__all__ = ["Config"]
+
+DEFAULT_BASE_URL = "https://api.withorb.com/v1"
+DEFAULT_FLUSH_INTERVAL = 1.0
+DEFAULT_MAX_BATCH_EVENTS = 500
+DEFAULT_MAX_BATCH_BYTES = 512 * 1024
+DEFAULT_MAX_QUEUE_EVENTS = 10_000
+DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 32 * 1024
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_RETRY_ATTEMPTS = 4
+DEFAULT_RETRY_DEADLINE = 30.0
+DEFAULT_RETRY_AFTER_MAX = 60.0
+DEFAULT_PROBE_INTERVAL = 5.0
+DEFAULT_AUTH_PROBE_INTERVAL = 60.0
+DEFAULT_REPLAY_INTERVAL = 30.0
+DEFAULT_REPLAY_RATE = 100_000.0
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+DEFAULT_JOURNAL_MAX_BYTES = 1 << 30
+DEFAULT_JOURNAL_MAX_AGE = 7 * 86_400.0
+DEFAULT_JOURNAL_MIN_FREE_BYTES = 64 << 20
+
+Durability = Literal["spill", "write_ahead"]
+CustomerField = Literal["external_customer_id", "customer_id"]
+
+_ENV_FLOATS = {
+    "flush_interval": "METERLINE_FLUSH_INTERVAL",
+    "shutdown_timeout": "METERLINE_SHUTDOWN_TIMEOUT",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every option of a client; times are seconds as ``float``, sizes are bytes."""
+
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    journal_dir: Path | None = None
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
+    max_queue_events: int = DEFAULT_MAX_QUEUE_EVENTS
+    max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    retry_attempts: int = DEFAULT_RETRY_ATTEMPTS
+    retry_deadline: float = DEFAULT_RETRY_DEADLINE
+    retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+    probe_interval: float = DEFAULT_PROBE_INTERVAL
+    auth_probe_interval: float = DEFAULT_AUTH_PROBE_INTERVAL
+    replay_interval: float = DEFAULT_REPLAY_INTERVAL
+    replay_rate: float = DEFAULT_REPLAY_RATE
+    customer_field: CustomerField = "external_customer_id"
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    journal_max_bytes: int = DEFAULT_JOURNAL_MAX_BYTES
+    journal_max_age: float = DEFAULT_JOURNAL_MAX_AGE
+    journal_min_free_bytes: int = DEFAULT_JOURNAL_MIN_FREE_BYTES
+    durability: Durability = "spill"
+    gzip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
+            raise ConfigError("api_key must be a non-empty string")
+        if self.api_key is not None and any(c in self.api_key for c in "\r\n"):
+            raise ConfigError("api_key must not contain a line break")
+        parts = urlsplit(self.base_url) if isinstance(self.base_url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"base_url must be an http(s) URL with a host, got {self.base_url!r}")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ConfigError("base_url must not carry a query, a fragment or credentials")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if self.journal_dir is not None:
+            object.__setattr__(self, "journal_dir", Path(self.journal_dir))
+        for name in (
+            "flush_interval",
+            "timeout",
+            "connect_timeout",
+            "retry_deadline",
+            "probe_interval",
+            "auth_probe_interval",
+            "replay_interval",
+            "replay_rate",
+            "journal_max_age",
+        ):
+            _positive_float(self, name)
+        for name in ("retry_after_max", "shutdown_timeout"):
+            _positive_float(self, name, allow_zero=True)
+        for name in (
+            "max_batch_events",
+            "max_batch_bytes",
+            "max_queue_events",
+            "max_queue_bytes",
+            "max_event_bytes",
+            "retry_attempts",
+            "journal_max_bytes",
+        ):
+            _positive_int(self, name)
+        _positive_int(self, "journal_min_free_bytes", allow_zero=True)
+        if self.customer_field not in ("external_customer_id", "customer_id"):
+            raise ConfigError(
+                f"customer_field must be 'external_customer_id' or 'customer_id', "
+                f"got {self.customer_field!r}"
+            )
+        if self.durability not in ("spill", "write_ahead"):
+            raise ConfigError(
+                f"durability must be 'spill' or 'write_ahead', got {self.durability!r}"
+            )
+        if not isinstance(self.gzip, bool):
+            raise ConfigError("gzip must be True or False")
+        if self.max_event_bytes + 64 > self.max_batch_bytes:
+            raise ConfigError("max_batch_bytes must leave room for one event of max_event_bytes")
+        if self.max_batch_events > self.max_queue_events:
+            raise ConfigError("max_queue_events must be at least max_batch_events")
+        if self.max_batch_bytes > self.max_queue_bytes:
+            raise ConfigError("max_queue_bytes must be at least max_batch_bytes")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr
+        )
+        return f"Config(api_key={'***' if self.api_key else None}, {shown})"
+
+    @property
+    def ingest_url(self) -> str:
+        """Where batches are POSTed: Orb's ``{base_url}/ingest``."""
+        return f"{self.base_url}/ingest"
+
+    def resolved_journal_dir(self) -> Path:
+        """The journal directory: as given, else a per-user state folder per endpoint."""
+        if self.journal_dir is not None:
+            return self.journal_dir
+        return default_state_dir() / endpoint_slug(self.base_url)
+
+    @classmethod
+    def from_env(
+        cls,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        journal_dir: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Config:
+        """Build a config from arguments, falling back to ``METERLINE_*`` variables."""
+        env = os.environ if environ is None else environ
+        unknown = sorted(set(options) - _OPTION_NAMES)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_OPTION_NAMES))}"
+            )
+        kwargs: dict[str, Any] = dict(options)
+        kwargs["api_key"] = api_key if api_key is not None else env.get("METERLINE_API_KEY") or None
+        kwargs["base_url"] = base_url or env.get("METERLINE_BASE_URL") or DEFAULT_BASE_URL
+        jd = journal_dir if journal_dir is not None else env.get("METERLINE_JOURNAL_DIR") or None
+        kwargs["journal_dir"] = Path(jd) if jd is not None else None
+        for name, var in _ENV_FLOATS.items():
+            if name not in kwargs and env.get(var):
+                try:
+                    kwargs[name] = float(env[var])
+                except ValueError:
+                    raise ConfigError(f"{var} must be a number, got {env[var]!r}") from None
+        if "durability" not in kwargs and env.get("METERLINE_DURABILITY"):
+            kwargs["durability"] = env["METERLINE_DURABILITY"]
+        return cls(**kwargs)
+
+
+_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - {
+    "api_key",
+    "base_url",
+    "journal_dir",
+}
+
+
+def _positive_float(config: Config, name: str, *, allow_zero: bool = False) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    object.__setattr__(config, name, float(value))
+
+
+def _positive_int(config: Config, name: str, *, allow_zero: bool = False) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+def default_state_dir() -> Path:
+    """The per-user state directory: ``$XDG_STATE_HOME/meterline`` or its platform default."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "meterline"
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "meterline"
+
+
+def endpoint_slug(base_url: str) -> str:
+    """A folder name per endpoint: readable host and port plus a short hash of the whole URL."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "endpoint").replace(":", "_")
+    port = f"-{parts.port}" if parts.port else ""
+    digest = hashlib.sha256(base_url.encode()).hexdigest()[:10]
+    return f"{host}{port}-{digest}"
