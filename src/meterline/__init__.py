@@ -1,0 +1,44 @@
+"""meterline: report billable usage without slowing requests, losing or double-counting events."""
+
+from ._client import Client, close, configure, flush, report
+from ._config import Config
+from ._errors import (
+    ClientClosedError,
+    ConfigError,
+    DeliveryError,
+    InvalidEventError,
+    JournalCorruptError,
+    JournalError,
+    JournalFullError,
+    MeterlineError,
+)
+from ._lifecycle import install_sigterm_handler
+from ._stats import DropReport, FlushResult, ReplayResult, Stats
+from ._transport import Response, Transport, TransportError
+from ._version import __version__
+
+__all__ = [
+    "Client",
+    "ClientClosedError",
+    "Config",
+    "ConfigError",
+    "DeliveryError",
+    "DropReport",
+    "FlushResult",
+    "InvalidEventError",
+    "JournalCorruptError",
+    "JournalError",
+    "JournalFullError",
+    "MeterlineError",
+    "ReplayResult",
+    "Response",
+    "Stats",
+    "Transport",
+    "TransportError",
+    "__version__",
+    "close",
+    "configure",
+    "flush",
+    "install_sigterm_handler",
+    "report",
+]

@@ -1,0 +1,249 @@
+"""The public ``Client``, the process-wide default client, and the exit hook."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from ._config import Config
+from ._errors import ConfigError
+from ._event import validate
+from ._journal import Journal
+from ._stats import DropReport, FlushResult, ReplayResult, Stats
+from ._transport import HttpxTransport, Transport
+from ._worker import Worker
+
+__all__ = ["Client", "close", "configure", "flush", "report"]
+
+Properties = Mapping[str, str | int | float | bool]
+_live: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+class Client:
+    """Reports usage events to an ingest API from a background thread.
+
+    ``report()`` validates and enqueues in microseconds; a daemon thread, started on first
+    use, batches, sends, retries, journals what it cannot deliver and replays it later.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        journal_dir: str | os.PathLike[str] | None = None,
+        transport: Transport | None = None,
+        on_error: Callable[[BaseException, dict[str, object]], None] | None = None,
+        on_drop: Callable[[DropReport], None] | None = None,
+        **options: Any,
+    ) -> None:
+        config = Config.from_env(api_key, base_url, journal_dir, **options)
+        if config.api_key is None and transport is None:
+            raise ConfigError("no API key: pass api_key= or set METERLINE_API_KEY")
+        if transport is not None and not isinstance(transport, Transport):
+            raise ConfigError("transport must have send(events, *, timeout=None) and close()")
+        directory = config.resolved_journal_dir()
+        Journal.check_directory(directory)
+        self._config = config
+        self._max_event_bytes = config.max_event_bytes
+
+        def make_transport() -> Transport:
+            if transport is not None:
+                return transport
+            return HttpxTransport(
+                config.ingest_url,
+                config.api_key,
+                timeout=config.timeout,
+                connect_timeout=config.connect_timeout,
+                gzip=config.gzip,
+            )
+
+        def make_journal() -> Journal:
+            return Journal(
+                directory,
+                max_bytes=config.journal_max_bytes,
+                max_age=config.journal_max_age,
+                min_free_bytes=config.journal_min_free_bytes,
+            )
+
+        self._journal_dir = directory
+        self._worker = Worker(
+            config,
+            transport_factory=make_transport,
+            journal_factory=make_journal,
+            on_error=on_error,
+            on_drop=on_drop,
+        )
+        self._submit = self._worker.submit
+        _live.add(self)
+
+    def __repr__(self) -> str:
+        c = self._config
+        return (
+            f"Client(base_url={c.base_url!r}, journal_dir={str(self._journal_dir)!r}, "
+            f"durability={c.durability!r})"
+        )
+
+    @property
+    def config(self) -> Config:
+        """The client's frozen configuration (its repr hides the API key)."""
+        return self._config
+
+    def report(
+        self,
+        customer: str,
+        event_name: str,
+        properties: Properties | None = None,
+        *,
+        timestamp: datetime | str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Enqueue one usage event and return its idempotency key.
+
+        Raises ``InvalidEventError`` for a bad event and ``ClientClosedError`` after
+        ``close()``; never raises or blocks for delivery problems.
+        """
+        event = validate(
+            customer, event_name, properties, timestamp, idempotency_key, self._max_event_bytes
+        )
+        self._submit(event)
+        return event[0]
+
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Send what is queued now and wait until it is delivered or journaled (at most
+        ``timeout`` seconds). An older journal backlog is not waited for: see ``replay()``."""
+        return self._worker.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> FlushResult:
+        """Stop accepting events, send for at most ``timeout`` (default ``shutdown_timeout``)
+        seconds, journal the rest and stop the thread. Idempotent."""
+        return self._worker.close(timeout)
+
+    def replay(self, timeout: float | None = None) -> ReplayResult:
+        """Ask the worker to replay the journal now and wait until it is empty or
+        ``timeout`` passes; another process may be the one replaying."""
+        before = self._worker.counters.snapshot()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wake = threading.Event()
+        remaining = self._ready_batches()
+        while remaining:
+            self._worker.request_replay()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            wake.wait(0.05 if left is None else min(0.05, left))
+            remaining = self._ready_batches()
+        after = self._worker.counters.snapshot()
+        return ReplayResult(
+            replayed=after["replayed"] - before["replayed"],
+            rejected=after["rejected"] - before["rejected"],
+            remaining_batches=remaining,
+        )
+
+    def _ready_batches(self) -> int:
+        if not self._journal_dir.is_dir():
+            return 0
+        ready = self._journal_dir / "ready"
+        try:
+            return sum(1 for name in os.listdir(ready) if name.endswith(".mlj"))
+        except OSError:
+            return 0
+
+    def stats(self) -> Stats:
+        """A read-only snapshot of the counters since the client started."""
+        data = self._worker.counters.snapshot()
+        data["reported"] = self._worker.reported()
+        data["dropped"] = sum(data["dropped_by_reason"].values())
+        data["queue_events"] = self._worker.queue_events()
+        data["journal_ready_batches"] = self._ready_batches()
+        return Stats(data)
+
+    async def aflush(self, timeout: float | None = None) -> FlushResult:
+        """``flush()`` without blocking the event loop."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def aclose(self, timeout: float | None = None) -> FlushResult:
+        """``close()`` without blocking the event loop."""
+        return await asyncio.to_thread(self.close, timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# -- the process-wide default client -------------------------------------------------------
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def configure(**kwargs: Any) -> Client:
+    """Create (or replace) the default client used by ``meterline.report()`` and friends."""
+    global _default
+    with _default_lock:
+        old, _default = _default, Client(**kwargs)
+        new = _default
+    if old is not None:
+        old.close()
+    return new
+
+
+def _get_default() -> Client:
+    global _default
+    client = _default
+    if client is None:
+        with _default_lock:
+            if _default is None:
+                _default = Client()
+            client = _default
+    return client
+
+
+def report(
+    customer: str,
+    event_name: str,
+    properties: Properties | None = None,
+    *,
+    timestamp: datetime | str | None = None,
+    idempotency_key: str | None = None,
+) -> str:
+    """``report()`` on the default client (created from the environment on first use)."""
+    return _get_default().report(
+        customer, event_name, properties, timestamp=timestamp, idempotency_key=idempotency_key
+    )
+
+
+def flush(timeout: float | None = None) -> FlushResult:
+    """``flush()`` on the default client; a no-op result when there is none."""
+    client = _default
+    return client.flush(timeout) if client is not None else FlushResult()
+
+
+def close(timeout: float | None = None) -> FlushResult:
+    """Close the default client; the next ``meterline.report()`` creates a new one."""
+    global _default
+    with _default_lock:
+        client, _default = _default, None
+    return client.close(timeout) if client is not None else FlushResult()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    # Runs before daemon threads are stopped; each close is bounded by shutdown_timeout.
+    for client in list(_live):
+        client.close()
