@@ -96,6 +96,7 @@ class Delivery:
         self._log = RateLimitedLog()
         self._next_replay_at = 0.0
         self.deadline: float | None = None  # set by close(): no send may outlive it
+        self.backlog = True  # the journal may hold ready batches (unknown at start)
 
     # -- live path ---------------------------------------------------------------------
 
@@ -171,7 +172,7 @@ class Delivery:
             response = self._transport.send([it.body for it in items], timeout=timeout)
         except TransportError as exc:
             return _Result(pending=items, error=str(exc))
-        except Exception as exc:  # a third-party transport must not kill the worker
+        except Exception as exc:  # noqa: BLE001 - a third-party transport must not kill the worker
             logger.exception("meterline: transport raised an unexpected error")
             return _Result(pending=items, error=f"{type(exc).__name__}: {exc}")
         status = response.status
@@ -223,11 +224,11 @@ class Delivery:
     def _keep(
         self, items: list[Item], claim: Claim | None, result: _Result, *, quiet: bool = False
     ) -> None:
-        """Settle every event of a finished batch: sent, rejected, journaled or parked."""
-        n_sent = len(result.delivered)
-        if n_sent:
-            self._counters.add("sent", n_sent)
-            self._settle(result.delivered, "sent")
+        """Settle every event of a finished batch: sent, rejected, journaled or parked.
+
+        The journal is brought up to date first, so that once ``flush()`` sees an event
+        settled its file is already acknowledged, settled or written.
+        """
         if result.rejected:
             self._reject(result.rejected, claim if not result.pending else None)
             if not result.pending:
@@ -241,6 +242,9 @@ class Delivery:
                 self._spill(result.pending)
         elif claim is not None and self.journal is not None:
             self._quietly(self.journal.ack, claim)
+        if result.delivered:
+            self._counters.add("sent", len(result.delivered))
+            self._settle(result.delivered, "sent")
 
     def _keep_claimed(self, claim: Claim, result: _Result) -> None:
         assert self.journal is not None
@@ -252,6 +256,7 @@ class Delivery:
                 self._quietly(self.journal.release, claim)
         else:
             self._quietly(self.journal.release, claim)
+        self.backlog = True
         self._counters.add("journaled", len(result.pending))
         self._settle(result.pending, "journaled")
 
@@ -294,6 +299,7 @@ class Delivery:
         except JournalError as exc:
             self._park(items, str(exc))
             return
+        self.backlog = True
         self._counters.add("journaled", len(items))
         self._settle(items, "journaled")
 
@@ -332,7 +338,7 @@ class Delivery:
             )
             try:
                 self._on_drop(report)
-            except Exception:  # a user callback must not kill the worker
+            except Exception:  # noqa: BLE001 - a user callback must not kill the worker
                 logger.exception("meterline: on_drop callback raised")
 
     def _report_failure(self, result: _Result, n: int) -> None:
@@ -354,7 +360,7 @@ class Delivery:
             return
         try:
             self._on_error(exc, info)
-        except Exception:  # a user callback must not kill the worker
+        except Exception:  # noqa: BLE001 - a user callback must not kill the worker
             logger.exception("meterline: on_error callback raised")
 
     def _quietly(self, fn: Callable[[Claim], None], claim: Claim) -> None:
@@ -377,6 +383,9 @@ class Delivery:
             refs = journal.ready()
         except JournalError as exc:
             self._log.log(logging.ERROR, "replay", "meterline: cannot read the journal: %s", exc)
+            return False
+        if not refs:
+            self.backlog = False
             return False
         end = self._clock() + budget
         for ref in refs:
@@ -440,7 +449,7 @@ class Delivery:
         if self._transport is not None:
             try:
                 self._transport.close()
-            except Exception:  # closing must not raise at exit
+            except Exception:  # noqa: BLE001 - closing must not raise at exit
                 logger.debug("meterline: transport close failed", exc_info=True)
             self._transport = None
 

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -33,7 +33,8 @@ _WHITESPACE = frozenset(" \t\n\r\x0b\x0c\x85\xa0\u1680\u2028\u2029\u3000\u202f\u
 # build on the caller's thread): (key, customer, event_name, properties, ts, size), where ts
 # is ns since the epoch or an already formatted UTC string and size estimates its JSON bytes.
 Pending = tuple[str, str, str, dict[str, Any], "int | str", int]
-KEY, CUSTOMER, EVENT_NAME, PROPERTIES, TS, SIZE = range(6)
+KEY: Final = 0
+SIZE: Final = 5
 
 
 # UUID4 keys from a pool of random bytes: os.urandom once per 256 keys instead of per key.

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ._delivery import Delivery, Item
-from ._errors import ClientClosedError, JournalError
+from ._errors import ClientClosedError, MeterlineError
 from ._event import KEY, SIZE, Pending, serialize, top_up_keys
 from ._stats import Counters, DropReport, FlushResult, logger
 
@@ -214,8 +214,10 @@ class Worker:
         if self._thread is not None:
             return True
         with self._lock:
-            if self._thread is not None:
-                return True
+            return self._start_locked()
+
+    def _start_locked(self) -> bool:
+        if self._thread is None:
             if sys.is_finalizing():
                 return False
             thread = threading.Thread(target=self._run, name="meterline-worker", daemon=True)
@@ -231,9 +233,13 @@ class Worker:
     def _run(self) -> None:
         self._thread_id = threading.get_ident()
         try:
-            self._loop()
-        except Exception:  # noqa: BLE001 - logged; the finally clause still journals the queue
-            logger.exception("meterline: worker crashed; journaling what is queued")
+            while True:
+                try:
+                    self._loop()
+                    return
+                except Exception:  # noqa: BLE001 - a bug must not stop delivery for good
+                    logger.exception("meterline: worker loop failed; restarting it in 1 s")
+                    self._stopping.wait(1.0)
         finally:
             self._final_drain()
 
@@ -245,8 +251,9 @@ class Worker:
         while not self._stopping.is_set():
             now = self._clock()
             wait = min(next_flush, next_replay) - now
-            probe = self._delivery.circuit.seconds_to_probe()
-            if probe is not None and self._queue:
+            delivery = self._delivery
+            probe = delivery.circuit.seconds_to_probe()
+            if probe is not None and (self._queue or delivery.parked or delivery.backlog):
                 wait = min(wait, probe)
             if wait > 0:
                 self._wake.wait(wait)
@@ -260,7 +267,8 @@ class Worker:
             flush, self._flush_wanted = self._flush_wanted, False
             if self._pump(everything=timer or flush or self._wal):
                 next_replay = now
-            if self._replay_wanted or now >= next_replay:
+            probe_due = delivery.circuit.is_open and delivery.circuit.allow() and delivery.backlog
+            if self._replay_wanted or now >= next_replay or probe_due:
                 self._replay_wanted = False
                 if self._delivery.journal is None:
                     self._open_journal()
@@ -395,7 +403,7 @@ class Worker:
         try:
             journal = self._journal_factory()
             journal.open()
-        except (JournalError, OSError) as exc:
+        except (MeterlineError, OSError) as exc:
             logger.error("meterline: journal unavailable (%s); events stay in memory", exc)
             return
         self._delivery.journal = journal
