@@ -44,6 +44,7 @@ class FaultServer:
         self.received: dict[str, dict[str, Any]] = {}  # key -> first event body
         self.deliveries: dict[str, int] = {}  # key -> times it arrived in an accepted request
         self.requests: list[Request] = []
+        self.conflicts: list[str] = []  # keys that came back with a different body
         self.script: list[Step] = []
         self.outage_status: int | None = None
         self.reject: dict[str, list[str]] = {}
@@ -94,6 +95,8 @@ class FaultServer:
             self.deliveries[key] = self.deliveries.get(key, 0) + 1
             if key in self.received:
                 duplicate.append(key)
+                if self.received[key] != e:
+                    self.conflicts.append(key)
             else:
                 self.received[key] = e
                 ingested.append(key)
