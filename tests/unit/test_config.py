@@ -15,7 +15,7 @@ def test_defaults_match_the_documented_table():
     c = Config(api_key="k")
     assert c.base_url == "https://api.withorb.com/v1"
     assert (c.flush_interval, c.max_batch_events, c.max_batch_bytes) == (1.0, 500, 512 * 1024)
-    assert (c.max_queue_events, c.max_queue_bytes) == (10_000, 16 * 1024 * 1024)
+    assert (c.max_queue_events, c.max_queue_bytes) == (100_000, 16 * 1024 * 1024)
     assert c.max_event_bytes == 32 * 1024
     assert (c.timeout, c.connect_timeout) == (10.0, 2.0)
     assert (c.retry_attempts, c.retry_deadline) == (4, 30.0)
