@@ -1,4 +1,4 @@
-"""Shared fixtures: a fault server on 127.0.0.1, a private journal dir, clients closed at teardown."""
+"""Shared fixtures: a fault server on 127.0.0.1, a private journal, clients closed after."""
 
 from __future__ import annotations
 

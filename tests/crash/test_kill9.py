@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import meterline
-from meterline._journal import Journal
 from meterline.testing import wait_until
+from tests.support.journal import ready_events
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -29,15 +29,6 @@ def _start(url: str, journal_dir: Path, mode: str) -> subprocess.Popen[str]:
         cwd=ROOT,
         env=env,
     )
-
-
-def _ready_events(journal_dir: Path) -> int:
-    journal = Journal(journal_dir)
-    journal.open()
-    try:
-        return journal.status().ready_events
-    finally:
-        journal.close()
 
 
 def _replay_all(url: str, journal_dir: Path) -> None:
@@ -58,7 +49,7 @@ def test_write_ahead_survives_kill_9_with_batches_in_flight(server, tmp_path):
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "reported"
-        wait_until(lambda: _ready_events(journal_dir) == 400, timeout=20)
+        wait_until(lambda: ready_events(journal_dir) == 400, timeout=20)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
@@ -67,7 +58,7 @@ def test_write_ahead_survives_kill_9_with_batches_in_flight(server, tmp_path):
     server.outage_status = None
     _replay_all(server.url, journal_dir)
     assert server.count() == 400
-    assert _ready_events(journal_dir) == 0
+    assert ready_events(journal_dir) == 0
 
 
 @pytest.mark.timeout(120)

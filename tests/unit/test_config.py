@@ -19,9 +19,11 @@ def test_defaults_match_the_documented_table():
     assert c.max_event_bytes == 32 * 1024
     assert (c.timeout, c.connect_timeout) == (10.0, 2.0)
     assert (c.retry_attempts, c.retry_deadline) == (4, 30.0)
-    assert c.replay_interval == 30.0 and c.shutdown_timeout == 5.0
+    assert c.replay_interval == 30.0
+    assert c.shutdown_timeout == 5.0
     assert (c.journal_max_bytes, c.journal_max_age) == (1 << 30, 7 * 86400.0)
-    assert c.customer_field == "external_customer_id" and c.durability == "spill"
+    assert c.customer_field == "external_customer_id"
+    assert c.durability == "spill"
     assert c.ingest_url == "https://api.withorb.com/v1/ingest"
 
 
@@ -36,11 +38,13 @@ def test_environment_fallbacks():
         "METERLINE_DURABILITY": "write_ahead",
     }
     c = Config.from_env(environ=env)
-    assert c.api_key == "from-env" and c.base_url == "http://127.0.0.1:9/v1"
+    assert c.api_key == "from-env"
+    assert c.base_url == "http://127.0.0.1:9/v1"
     assert c.journal_dir == Path("/tmp/x")
     assert (c.flush_interval, c.shutdown_timeout, c.durability) == (0.5, 2.0, "write_ahead")
     c2 = Config.from_env("explicit", environ=env, flush_interval=3)
-    assert c2.api_key == "explicit" and c2.flush_interval == 3.0
+    assert c2.api_key == "explicit"
+    assert c2.flush_interval == 3.0
 
 
 @pytest.mark.parametrize(
@@ -57,7 +61,7 @@ def test_environment_fallbacks():
         {"customer_field": "customer"},
         {"base_url": "ftp://x"},
         {"base_url": "https://user:pw@host/v1"},
-        {"max_batch_events": 20_000},
+        {"max_batch_events": 200_000},
         {"max_event_bytes": 600_000},
         {"gzip": "yes"},
     ],
@@ -84,7 +88,8 @@ def test_missing_api_key_is_a_config_error(monkeypatch):
 def test_repr_never_shows_the_key(tmp_path):
     """Neither the config nor the client repr contains the API key."""
     c = meterline.Client(api_key="sk_secret_123", journal_dir=tmp_path / "j")
-    assert "sk_secret_123" not in repr(c) and "sk_secret_123" not in repr(c.config)
+    assert "sk_secret_123" not in repr(c)
+    assert "sk_secret_123" not in repr(c.config)
     assert "sk_secret_123" not in str(c.config)
 
 
@@ -93,7 +98,8 @@ def test_default_journal_dir_is_per_user_and_per_endpoint(monkeypatch, tmp_path)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     a = Config(api_key="k", base_url="https://a.example/v1").resolved_journal_dir()
     b = Config(api_key="k", base_url="https://b.example/v1").resolved_journal_dir()
-    assert a.parent == b.parent == tmp_path / "meterline" and a != b
+    assert a.parent == b.parent == tmp_path / "meterline"
+    assert a != b
 
 
 def test_creating_a_client_does_no_io(tmp_path):

@@ -85,7 +85,8 @@ def test_budget_exhausted_spills_to_the_journal():
     d.deliver(_items(4))
     assert len(sleeps) == 3
     assert settled == {"journaled": 4}
-    assert len(journal.spilled) == 1 and len(journal.spilled[0]) == 4
+    assert len(journal.spilled) == 1
+    assert len(journal.spilled[0]) == 4
     assert d.circuit.is_open
 
 
@@ -109,7 +110,8 @@ def test_unauthorized_is_not_retried_and_nothing_is_dropped():
     transport = FlakyTransport([401, 401])
     d, settled = _delivery(transport, sleeps, journal, auth_probe_interval=60.0)
     d.deliver(_items(5))
-    assert transport.attempts == 1 and sleeps == []
+    assert transport.attempts == 1
+    assert sleeps == []
     assert settled == {"journaled": 5}
     assert d.circuit.seconds_to_probe() > 50
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 
@@ -66,7 +66,8 @@ def test_backoff_is_full_jitter_and_bounded_by_attempts():
 
     with pytest.raises(RetryableError):
         _policy(sleeps)(fail)
-    assert len(calls) == 4 and len(sleeps) == 3
+    assert len(calls) == 4
+    assert len(sleeps) == 3
     for i, s in enumerate(sleeps):
         assert 0 <= s <= 0.5 * 2 ** (i + 1)
 
@@ -118,10 +119,13 @@ def test_circuit_opens_and_allows_one_probe_per_period():
     """An open circuit refuses sends until its probe time, then allows one."""
     now = [100.0]
     circuit = Circuit(clock=lambda: now[0])
-    assert circuit.allow() and not circuit.is_open
+    assert circuit.allow()
+    assert not circuit.is_open
     circuit.fail(10.0, "503")
-    assert circuit.is_open and not circuit.allow()
+    assert circuit.is_open
+    assert not circuit.allow()
     now[0] += 11.1
     assert circuit.allow()
     assert circuit.succeed() is True
-    assert circuit.allow() and not circuit.is_open
+    assert circuit.allow()
+    assert not circuit.is_open

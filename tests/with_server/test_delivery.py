@@ -20,7 +20,8 @@ def test_ten_thousand_events_arrive_once_with_exact_fields(server, make_client):
         key = client.report(f"cust_{i % 50}", "api_call", {"tokens": i, "model": "small"})
         sent[key] = i
     result = client.flush(timeout=20)
-    assert result and result.sent + result.journaled == 10_000
+    assert result
+    assert result.sent + result.journaled == 10_000
     assert client.replay(timeout=20)  # what a burst spilled past the memory bound
     assert server.count() == 10_000
     assert all(n == 1 for n in server.deliveries.values())
@@ -38,7 +39,8 @@ def test_ten_thousand_events_arrive_once_with_exact_fields(server, make_client):
         }
     stats = client.stats()
     assert stats["reported"] == stats["sent"] + stats["replayed"] == 10_000
-    assert stats["dropped"] == 0 and stats["queue_events"] == 0
+    assert stats["dropped"] == 0
+    assert stats["queue_events"] == 0
     assert max(len(r.keys) for r in server.requests) <= 500
 
 
@@ -48,7 +50,8 @@ def test_customer_field_can_send_orbs_own_customer_id(server, make_client):
     client.report("orb_cust_1", "api_call")
     assert client.flush(timeout=5)
     (event,) = server.events()
-    assert event["customer_id"] == "orb_cust_1" and "external_customer_id" not in event
+    assert event["customer_id"] == "orb_cust_1"
+    assert "external_customer_id" not in event
 
 
 def test_server_errors_are_retried_with_the_same_key_and_bytes(server, make_client):
@@ -135,7 +138,8 @@ def test_unauthorized_journals_everything_and_logs_without_the_key(
     assert server.count() == 0
     assert any(r.levelno == logging.ERROR and "401" in r.getMessage() for r in caplog.records)
     assert secret not in caplog.text
-    assert secret not in repr(client) and secret not in repr(client.config)
+    assert secret not in repr(client)
+    assert secret not in repr(client.config)
     for path in journal_dir.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes()
@@ -181,7 +185,8 @@ def test_sixteen_threads_reporting_at_once(server, make_client):
     assert client.flush(timeout=20)
     assert client.replay(timeout=20)  # a burst past 3/4 of the memory bound detours via disk
     stats = client.stats()
-    assert stats["dropped"] == 0 and stats["reported"] == 16_000
+    assert stats["dropped"] == 0
+    assert stats["reported"] == 16_000
     assert server.keys() == set().union(*keys)
     assert server.count() == 16_000
 
@@ -201,7 +206,8 @@ def test_a_burst_beyond_the_memory_bound_is_journaled_or_dropped_with_its_keys(s
     assert {d.reason for d in drops} <= {"queue_full"}
     assert stats["reported"] == 5_000
     assert stats["dropped"] == len(dropped) == stats["dropped_by_reason"].get("queue_full", 0)
-    assert server.keys() | dropped == keys and not server.keys() & dropped
+    assert server.keys() | dropped == keys
+    assert not server.keys() & dropped
     assert stats["sent"] + stats["replayed"] + stats["dropped"] == 5_000
 
 
@@ -213,7 +219,8 @@ def test_flush_and_close_honour_their_timeouts(server, make_client):
     t0 = time.monotonic()
     result = client.flush(timeout=0.3)
     assert time.monotonic() - t0 < 1.0
-    assert result.pending == 1 and not result
+    assert result.pending == 1
+    assert not result
     client.report("c", "e")
     t0 = time.monotonic()
     client.close(timeout=0.5)

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from meterline._journal import Journal
 from meterline.testing import wait_until
-
-
-def _journaled_events(journal_dir) -> int:
-    journal = Journal(journal_dir)
-    journal.open()
-    try:
-        return journal.status().ready_events
-    finally:
-        journal.close()
+from tests.support.journal import ready_events
 
 
 def test_outage_is_journaled_then_replayed_in_process_when_the_endpoint_recovers(
@@ -26,7 +17,8 @@ def test_outage_is_journaled_then_replayed_in_process_when_the_endpoint_recovers
     client = make_client(retry_attempts=2, probe_interval=0.2, replay_interval=60)
     keys = {client.report("c", "e", {"i": i}) for i in range(300)}
     result = client.flush(timeout=10)
-    assert result.journaled == 300 and result.pending == 0
+    assert result.journaled == 300
+    assert result.pending == 0
     assert server.count() == 0
     server.outage_status = None
     more = {client.report("c", "e", {"i": i}) for i in range(300, 310)}
@@ -44,9 +36,10 @@ def test_close_with_the_endpoint_down_leaves_everything_in_ready(server, make_cl
     for i in range(1234):
         client.report("c", "e", {"i": i})
     result = client.close(timeout=2)
-    assert result.pending == 0 and result.dropped == 0
+    assert result.pending == 0
+    assert result.dropped == 0
     assert result.sent + result.journaled == 1234
-    assert _journaled_events(journal_dir) == 1234 - server.count()
+    assert ready_events(journal_dir) == 1234 - server.count()
 
 
 def test_a_second_client_replays_what_the_first_journaled(server, make_client, journal_dir):
@@ -70,7 +63,8 @@ def test_full_journal_drops_with_a_reason_and_on_drop(server, make_client):
     client = make_client(journal_max_bytes=1, retry_attempts=1, on_drop=drops.append)
     keys = {client.report("c", "e", {"i": i}) for i in range(20)}
     result = client.flush(timeout=10)
-    assert result.dropped == 20 and not result
+    assert result.dropped == 20
+    assert not result
     assert client.stats()["dropped_by_reason"] == {"journal_full": 20}
     assert {k for d in drops for k in d.idempotency_keys} == keys
     assert all(d.reason == "journal_full" for d in drops)
@@ -133,4 +127,4 @@ def test_write_ahead_mode_delivers_and_leaves_nothing_behind(server, make_client
         t.join()
     assert client.flush(timeout=20)
     assert server.keys() == keys
-    assert _journaled_events(journal_dir) == 0
+    assert ready_events(journal_dir) == 0
