@@ -17,6 +17,7 @@ from ._journal import Journal, inspect_file
 
 __all__ = ["add_journal"]
 
+
 def add_journal(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``journal`` and its four subcommands on the ``meterline`` parser."""
     journal = subparsers.add_parser(

@@ -1,0 +1,212 @@
+"""Every way a batch file can be damaged ends in quarantine/, never at the server."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from meterline import _journal_format as fmt
+from meterline._errors import JournalCorruptError, JournalError
+from meterline._journal import Journal
+from tests.journal.fsfakes import NoSyncFileOps
+from tests.journal.helpers import batch, event, files
+
+SMALL = [event("k-small")]
+
+
+def craft(payload: bytes, count: int, *, version: int = 1, flags: int = 0) -> bytes:
+    """A batch file with correct CRCs around whatever payload and fields we like."""
+    head = struct.pack(
+        "<4sHHIIQI", fmt.MAGIC, version, 32, flags, count, len(payload), zlib.crc32(payload)
+    )
+    return head + struct.pack("<I", zlib.crc32(head)) + payload
+
+
+def damaged_variants(good: bytes) -> list[tuple[str, bytes]]:
+    """Every truncation, and every single-bit flip of the header and of the payload."""
+    out = [(f"truncated to {n}", good[:n]) for n in range(len(good))]
+    for bit in range(len(good) * 8):
+        flipped = bytearray(good)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        out.append((f"bit {bit} flipped", bytes(flipped)))
+    return out
+
+
+def plant(journal: Journal, data: bytes, label: int) -> str:
+    name = fmt.make_name(1_000_000_000 + label, 1, label, "ab")
+    Path(journal.directory, "ready", name).write_bytes(data)
+    return name
+
+
+def test_format_detects_every_truncation_and_bit_flip():
+    """The decoder refuses every truncation and every single-bit flip of a small file."""
+    good = fmt.encode(SMALL)
+    assert fmt.decode(good).events == SMALL
+    for label, data in damaged_variants(good):
+        try:
+            fmt.decode(data)
+        except fmt.BatchFormatError:
+            continue
+        pytest.fail(f"accepted a damaged file: {label}")
+
+
+def test_every_damaged_file_is_quarantined_and_the_rest_flows(tmp_path, clock):
+    """Each truncated or bit-flipped file goes to quarantine/ with a reason and returns
+    nothing, while a good batch spilled alongside still replays."""
+    journal = Journal(tmp_path / "j", clock=clock, min_free_bytes=0, fs=NoSyncFileOps())
+    journal.open()
+    good = fmt.encode(SMALL)
+    variants = damaged_variants(good)
+    for index, (label, data) in enumerate(variants):
+        name = plant(journal, data, index)
+        claim = journal.claim(next(r for r in journal.ready() if r.name == name))
+        assert claim is not None
+        try:
+            journal.read(claim)
+        except JournalCorruptError:
+            pass
+        else:
+            pytest.fail(f"read a damaged file: {label}")
+        reason = Path(journal.directory, "quarantine", name + ".reason").read_text()
+        assert reason.strip(), label
+        assert journal.ready() == []
+    quarantine = Path(journal.directory, "quarantine")
+    assert len(files(quarantine)) == len(variants)
+    assert journal.status().quarantined == len(variants)
+    events = batch(3)
+    journal.spill(events)
+    claim = journal.claim(journal.ready()[0])
+    assert journal.read(claim) == events
+    journal.close()
+
+
+@pytest.mark.parametrize(
+    ("label", "data", "reason"),
+    [
+        ("zero length", b"", "empty file"),
+        ("unknown magic", b"PK\x03\x04" + fmt.encode(SMALL)[4:], "magic"),
+        ("text file", b'{"idempotency_key":"k"}\n', "magic"),
+        ("garbage JSON", craft(b'{"idempotency_key":"a"}\nnot json', 2), "not valid JSON"),
+        ("JSON array", craft(b"[1,2]", 1), "not a JSON object"),
+        ("no key", craft(b'{"key":"a"}', 1), "idempotency_key"),
+        ("numeric key", craft(b'{"idempotency_key":1}', 1), "idempotency_key"),
+        ("count too high", craft(b'{"idempotency_key":"a"}', 2), "lines"),
+        ("count zero", craft(b'{"idempotency_key":"a"}', 0), "lines"),
+        ("trailing newline", craft(b'{"idempotency_key":"a"}\n', 1), "lines"),
+        ("empty payload", craft(b"", 1), "not valid JSON"),
+        ("version zero", craft(b'{"idempotency_key":"a"}', 1, version=0), "version"),
+        ("trailing bytes", fmt.encode(SMALL) + b"\0", "bytes"),
+        ("bad rejected entry", craft(b'{"reasons":["r"],"event":1}', 1, flags=1), "event"),
+        (
+            "non-canonical rejected",
+            craft(b'{"event":{"idempotency_key":"a"},"reasons":[]}', 1, flags=1),
+            "canonical",
+        ),
+    ],
+)
+def test_crafted_bad_files_are_quarantined(make_journal, jdir, label, data, reason):
+    """Files with valid CRCs but bad contents, and files that are not batches, are
+    quarantined with a reason naming the problem."""
+    journal = make_journal()
+    name = plant(journal, data, 1)
+    claim = journal.claim(journal.ready()[0])
+    with pytest.raises(JournalCorruptError) as caught:
+        journal.read(claim)
+    assert caught.value.filename == str(jdir / "quarantine" / name)
+    assert files(jdir / "ready") == []
+    text = (jdir / "quarantine" / f"{name}.reason").read_text()
+    assert reason in text
+    assert "from: ready/" in text
+
+
+def test_future_version_is_left_in_place(make_journal, jdir, caplog):
+    """A sound file from a newer meterline is neither sent nor moved, and is skipped."""
+    journal = make_journal()
+    future = craft(b"whatever a newer format holds", 7, version=2)
+    name = plant(journal, future, 1)
+    journal.spill(batch(2))
+    claim = journal.claim(journal.ready()[0])
+    assert claim is not None
+    assert claim.name == name
+    with pytest.raises(JournalError, match="newer") as caught:
+        journal.read(claim)
+    assert not isinstance(caught.value, JournalCorruptError)
+    assert (jdir / "ready" / name).read_bytes() == future
+    assert files(jdir / "quarantine") == []
+    listed = [r.name for r in journal.ready()]
+    assert len(listed) == 1
+    assert name not in listed
+    other = journal.claim(journal.ready()[0])
+    assert len(journal.read(other)) == 2
+    assert "newer meterline" in caplog.text
+    assert name in [r.name for r in make_journal().ready()]  # a fresh process sees it again
+
+
+def test_unknown_flags_are_treated_as_a_newer_format(make_journal, jdir):
+    """A sound version-1 header with flags this version does not know is left alone."""
+    journal = make_journal()
+    name = plant(journal, craft(b'{"idempotency_key":"a"}', 1, flags=0x80), 1)
+    with pytest.raises(JournalError, match="flags"):
+        journal.read(journal.claim(journal.ready()[0]))
+    assert (jdir / "ready" / name).exists()
+
+
+def test_corrupt_rejected_file_can_be_inspected_but_is_never_replayed(make_journal, jdir):
+    """A rejected file in ready/ (operator move) replays its events exactly."""
+    journal = make_journal()
+    events = batch(2)
+    data = fmt.encode_rejected([(e, ["why"]) for e in events])
+    plant(journal, data, 1)
+    claim = journal.claim(journal.ready()[0])
+    assert journal.read(claim) == events
+
+
+def test_quarantine_keeps_names_unique(make_journal, jdir):
+    """Quarantining a file whose name is already in quarantine/ does not overwrite it."""
+    journal = make_journal()
+    name = plant(journal, b"first", 1)
+    with pytest.raises(JournalCorruptError):
+        journal.read(journal.claim(journal.ready()[0]))
+    plant(journal, b"second", 1)
+    with pytest.raises(JournalCorruptError) as caught:
+        journal.read(journal.claim(journal.ready()[0]))
+    assert Path(caught.value.filename).name != name
+    contents = sorted((jdir / "quarantine" / n).read_bytes() for n in files(jdir / "quarantine"))
+    assert contents == [b"first", b"second"]
+
+
+def test_requeue_from_quarantine(make_journal, jdir):
+    """A quarantined file that now passes goes back to ready/; one that fails stays."""
+    journal = make_journal()
+    events = batch(2)
+    good = fmt.encode(events)
+    bad_name = plant(journal, good[:-1], 1)
+    with pytest.raises(JournalCorruptError):
+        journal.read(journal.claim(journal.ready()[0]))
+    assert journal.requeue() == 0  # still truncated
+    with pytest.raises(JournalCorruptError, match="still fails"):
+        journal.requeue("quarantine", bad_name)
+    (jdir / "quarantine" / bad_name).write_bytes(good)  # an operator repaired it
+    assert journal.requeue("quarantine", bad_name) == 2
+    assert files(jdir / "quarantine", "") == []  # the reason went with it
+    claim = journal.claim(journal.ready()[0])
+    assert claim.name == bad_name
+    assert journal.read(claim) == events
+
+
+def test_inspect_of_a_quarantined_file_shows_the_reason(make_journal, jdir):
+    """The CLI sees why a file was quarantined next to what it contains."""
+    from meterline._journal import inspect_file
+
+    journal = make_journal()
+    name = plant(journal, craft(b'{"idempotency_key":"a"}\n[]', 2), 1)
+    with pytest.raises(JournalCorruptError):
+        journal.read(journal.claim(journal.ready()[0]))
+    info = inspect_file(jdir / "quarantine" / name)
+    assert info["ok"] is False
+    assert "not a JSON object" in str(info["reason"])
+    assert info["events"] == [orjson.loads(b'{"idempotency_key":"a"}'), []]
