@@ -82,6 +82,7 @@ class Client:
             on_error=on_error,
             on_drop=on_drop,
         )
+        self._check_fork = self._worker.check_fork
         self._submit = self._worker.submit
         _live.add(self)
 
@@ -111,6 +112,7 @@ class Client:
         Raises ``InvalidEventError`` for a bad event and ``ClientClosedError`` after
         ``close()``; never raises or blocks for delivery problems.
         """
+        self._check_fork()  # before validate(): a forked child must draw keys of its own
         event = validate(
             customer, event_name, properties, timestamp, idempotency_key, self._max_event_bytes
         )

@@ -9,6 +9,7 @@ hands them to the delivery. Every event it took from the queue comes back throug
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401 - see below
 import logging
 import os
 import random
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from ._delivery import Delivery, Item
 from ._errors import ClientClosedError, MeterlineError
 from ._event import KEY, SIZE, Pending, serialize, top_up_keys
+from ._event import _after_fork_in_child as _forget_keys
 from ._stats import Counters, DropReport, FlushResult, logger
 
 if TYPE_CHECKING:
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
     from ._transport import Transport
 
 __all__ = ["Worker"]
+
+# The idna codec is imported above, not by the worker's first getaddrinfo(): a fork while a
+# thread is inside that import leaves the child's codec registry with "unknown encoding:
+# idna" for good, and no request from the child would ever reach the endpoint.
 
 _MAX_DROP_KEYS = 10_000
 _REPLAY_SLICE = 0.25  # seconds of replay between looks at live traffic
@@ -90,6 +96,8 @@ class Worker:
         self._accepted = 0
         self._next_idx = 0
         self._drop_keys: list[str] = []
+        self._in_flight: dict[int, Item] = {}  # the live batch being sent, until settled
+        self._abandoned: set[int] = set()  # journaled by close() while still being sent
         self._waiters: list[_Waiter] = []
         self._flush_wanted = False
         self._replay_wanted = False
@@ -111,10 +119,17 @@ class Worker:
 
     # -- the caller's side -----------------------------------------------------------------
 
-    def submit(self, event: Pending) -> None:
-        """Enqueue one validated event; never blocks on I/O, never raises for delivery."""
+    def check_fork(self) -> None:
+        """Start empty if this process was forked without Python's hooks (uWSGI).
+
+        ``Client.report()`` calls it before validating, so that the event's key is not drawn
+        from a key pool the child shares with its parent."""
         if self._pid != os.getpid():
             self._reset_after_fork()
+
+    def submit(self, event: Pending) -> None:
+        """Enqueue one validated event (after ``check_fork()``); never blocks on I/O, never
+        raises for delivery."""
         config = self._config
         with self._lock:
             if self._closed:
@@ -151,8 +166,7 @@ class Worker:
     def flush(self, timeout: float | None) -> FlushResult:
         """Send what is queued now and wait until it is settled or ``timeout`` passes."""
         self._refuse_from_worker("flush")
-        if self._pid != os.getpid():
-            self._reset_after_fork()
+        self.check_fork()
         with self._lock:
             if self._mem_events == 0 and not self._drop_keys:
                 return FlushResult()
@@ -172,8 +186,7 @@ class Worker:
     def close(self, timeout: float | None) -> FlushResult:
         """Stop accepting events, deliver within the bound, journal the rest, stop the thread."""
         self._refuse_from_worker("close")
-        if self._pid != os.getpid():
-            self._reset_after_fork()
+        self.check_fork()
         with self._lock:
             if self._closed:
                 return self._close_result or FlushResult()
@@ -188,9 +201,18 @@ class Worker:
         thread = self._thread
         if thread is not None and thread.is_alive():
             # The worker sends until the deadline, then journals; give it a moment to write.
-            thread.join(max(0.0, deadline - self._clock()) + 1.0)
+            try:
+                thread.join(max(0.0, deadline - self._clock()) + 1.0)
+            except BaseException:
+                # A second Ctrl-C (or a host's signal handler) cut the wait short: journal
+                # what is still queued before the interpreter stops the daemon thread.
+                self._delivery.deadline = self._clock()
+                self._journal_in_flight()
+                self._drain_inline(self._clock(), steal=True)
+                raise
             if thread.is_alive():
                 logger.warning("meterline: worker still busy at close; journaling what is queued")
+                self._journal_in_flight()
                 self._drain_inline(self._clock(), steal=True)
         else:
             self._drain_inline(deadline)
@@ -291,6 +313,9 @@ class Worker:
                 return recovered
             budget -= len(batch)
             for chunk in self._serialize(batch):
+                if not self._wal:  # write-ahead batches are on disk before they are sent
+                    with self._lock:
+                        self._in_flight = {it.idx: it for it in chunk}
                 recovered = delivery.deliver(chunk) or recovered
 
     def _full_waiting(self) -> bool:
@@ -352,6 +377,8 @@ class Worker:
             if self._wake.wait(left):
                 self._wake.clear()
                 self._relieve_pressure(0.5)
+                if self._wal:  # write-ahead: what arrives during a backoff is journaled now
+                    self._journal_queued()
 
     def _relieve_pressure(self, share: float = 0.75) -> None:
         """Journal full batches while more than ``share`` of the memory bound is in use, so a
@@ -368,11 +395,45 @@ class Worker:
             for chunk in self._serialize(batch):
                 self._delivery.spill_now(chunk)
 
-    def _settle(self, items: Sequence[Item], outcome: str) -> None:
+    def _journal_queued(self) -> None:
+        """Journal every queued event without sending it; replay delivers it later."""
+        if self._delivery.journal is None:
+            return
+        while batch := self._cut(everything=True):
+            for chunk in self._serialize(batch):
+                self._delivery.spill_now(chunk)
+
+    def _journal_in_flight(self) -> None:
+        """close() gave up waiting for a send (a hung endpoint): journal a copy of that batch
+        and settle it, so that the exit loses nothing. Should the send still land, the
+        replayed copy is a duplicate that the server ignores by its key."""
+        journal = self._delivery.journal
+        with self._lock:
+            items = list(self._in_flight.values())
+            self._in_flight = {}
+            if journal is None or not items:
+                return
+            self._abandoned.update(it.idx for it in items)
+        try:
+            journal.spill([it.body for it in items])
+        except (MeterlineError, OSError) as exc:
+            logger.error("meterline: could not journal %d event(s) at close: %s", len(items), exc)
+            with self._lock:  # they stay the worker's to settle
+                self._abandoned.difference_update(it.idx for it in items)
+            return
+        self.counters.add("journaled", len(items))
+        self._settle(items, "journaled", abandoned=True)
+
+    def _settle(self, items: Sequence[Item], outcome: str, *, abandoned: bool = False) -> None:
         live = [it for it in items if it.idx >= 0]
         if not live:
             return
         with self._lock:
+            if self._in_flight:
+                for it in live:
+                    self._in_flight.pop(it.idx, None)
+            if self._abandoned and not abandoned:  # close() settled these already
+                live = [it for it in live if it.idx not in self._abandoned]
             self._mem_events -= len(live)
             self._mem_bytes -= sum(it.size for it in live)
             done = False
@@ -439,6 +500,7 @@ class Worker:
         """In a forked child: start empty; the parent keeps and sends what it had."""
         if self._pid == os.getpid():
             return
+        _forget_keys()  # uWSGI forks without the hook that empties the parent's key pool
         delivery = self._delivery
         delivery.forget_after_fork()
         journal = delivery.journal
