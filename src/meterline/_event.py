@@ -18,7 +18,15 @@ import orjson
 
 from ._errors import InvalidEventError
 
-__all__ = ["MAX_FUTURE_SECONDS", "Pending", "new_key", "serialize", "validate"]
+__all__ = [
+    "MAX_FUTURE_SECONDS",
+    "Pending",
+    "forget_keys",
+    "new_key",
+    "serialize",
+    "top_up_keys",
+    "validate",
+]
 
 MAX_NAME_CHARS = 256
 MAX_KEY_CHARS = 128
@@ -67,13 +75,13 @@ def top_up_keys(low: int = 4 * _POOL_KEYS) -> None:
         _refill()
 
 
-def _after_fork_in_child() -> None:
-    # A child must never hand out keys that its parent drew from the same pool.
+def forget_keys() -> None:
+    """Empty the key pool: a forked child must never hand out keys its parent also holds."""
     _pool.clear()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=forget_keys)
 
 
 def validate(

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 
 from ._delivery import Delivery, Item
 from ._errors import ClientClosedError, MeterlineError
-from ._event import KEY, SIZE, Pending, serialize, top_up_keys
-from ._event import _after_fork_in_child as _forget_keys
+from ._event import KEY, SIZE, Pending, forget_keys, serialize, top_up_keys
 from ._stats import Counters, DropReport, FlushResult, logger
 
 if TYPE_CHECKING:
@@ -195,14 +194,15 @@ class Worker:
             self._waiters.append(waiter)
         bound = self._config.shutdown_timeout if timeout is None else timeout
         deadline = self._clock() + bound
-        self._delivery.deadline = deadline
+        # Sends stop a little before the bound, keeping time to journal what is left, so
+        # that the whole close (and so the interpreter's exit) stays within the bound.
+        self._delivery.deadline = deadline - min(0.5, bound / 4)
         self._stopping.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread.is_alive():
-            # The worker sends until the deadline, then journals; give it a moment to write.
             try:
-                thread.join(max(0.0, deadline - self._clock()) + 1.0)
+                thread.join(max(0.0, deadline - self._clock()))
             except BaseException:
                 # A second Ctrl-C (or a host's signal handler) cut the wait short: journal
                 # what is still queued before the interpreter stops the daemon thread.
@@ -215,7 +215,7 @@ class Worker:
                 self._journal_in_flight()
                 self._drain_inline(self._clock(), steal=True)
         else:
-            self._drain_inline(deadline)
+            self._drain_inline(self._delivery.deadline)
         result = self._wait(waiter, 0)
         self._close_result = result
         return result
@@ -500,7 +500,7 @@ class Worker:
         """In a forked child: start empty; the parent keeps and sends what it had."""
         if self._pid == os.getpid():
             return
-        _forget_keys()  # uWSGI forks without the hook that empties the parent's key pool
+        forget_keys()  # uWSGI forks without the hook that empties the parent's key pool
         delivery = self._delivery
         delivery.forget_after_fork()
         journal = delivery.journal

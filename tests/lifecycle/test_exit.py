@@ -94,7 +94,7 @@ def test_endpoint_down_exit_is_bounded_and_a_second_process_replays(
 
 def test_hung_endpoint_exit_is_bounded_by_shutdown_timeout(tmp_path: Path, procs):
     """An endpoint that accepts and never answers holds the exit for at most
-    shutdown_timeout (plus the one-second journaling grace), and nothing is lost."""
+    shutdown_timeout (journaling included), and nothing is lost."""
     import socket
 
     with socket.socket() as listener:
@@ -105,7 +105,7 @@ def test_hung_endpoint_exit_is_bounded_by_shutdown_timeout(tmp_path: Path, procs
             procs, "exit", url, tmp_path / "j", 500, METERLINE_SHUTDOWN_TIMEOUT="1"
         )
     assert code == 0, proc.output()
-    assert 1.0 <= elapsed < 1.0 + 1.0 + 2.0, elapsed
+    assert 1.0 <= elapsed < 1.0 + 1.5, elapsed  # slack: interpreter start-up and import
     assert ready_events(tmp_path / "j") == 500
 
 
