@@ -140,7 +140,8 @@ class Worker:
                 self.counters.drop("queue_full", 1)
                 if len(self._drop_keys) < _MAX_DROP_KEYS:
                     self._drop_keys.append(event[KEY])
-                self._wake.set()
+                if not self._wake.is_set():
+                    self._wake.set()
                 return
             self._queue.append(event)
             self._accepted += 1
@@ -155,9 +156,8 @@ class Worker:
             self._wake.set()
 
     def reported(self) -> int:
-        return self._accepted + sum(
-            self.counters.dropped_by_reason.get(r, 0) for r in ("queue_full",)
-        )
+        """Events ``report()`` accepted: queued ones plus those the full queue turned away."""
+        return self._accepted + self.counters.dropped_by_reason.get("queue_full", 0)
 
     def queue_events(self) -> int:
         return self._mem_events
