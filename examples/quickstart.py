@@ -94,13 +94,23 @@ def simulate_service(
         t.join()
 
 
+_last_line = 0.0
+
+
 def progress(client: meterline.Client, label: str) -> None:
+    """One status line: rewritten in place on a terminal, once a second in a log."""
+    global _last_line
+    tty = sys.stdout.isatty()
+    if not tty and time.monotonic() - _last_line < 1.0 and label != "closed":
+        return
+    _last_line = time.monotonic()
     s = client.stats()
+    start = "\r" if tty else ""
     print(
-        f"\r  {label:<28} reported {s['reported']:>7,}  sent {s['sent']:>7,}  "
+        f"{start}  {label:<12} reported {s['reported']:>7,}  sent {s['sent']:>7,}  "
         f"journaled {s['journaled']:>7,}  replayed {s['replayed']:>7,}  "
         f"queue {s['queue_events']:>6,}",
-        end="",
+        end="" if tty else "\n",
         flush=True,
     )
 
