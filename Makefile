@@ -38,6 +38,9 @@ $(BENCH_STAMP): $(STAMP)
 	touch $@
 
 bench: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& apt-get install -y -qq wrk >/dev/null 2>&1) \
+		|| echo "wrk not installed: the web scenario uses a slower Python load generator"
 	$(BIN)/python benchmarks/run.py
 
 clean:
