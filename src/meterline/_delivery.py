@@ -2,8 +2,8 @@
 
 A live batch is sent with the retry policy; what the server accepted is settled as sent,
 what it named invalid as rejected (kept in the journal's ``rejected/``), and what is still
-undelivered when the budget runs out goes to the journal. A journal backlog is replayed
-from here too, one batch at a time, by the process that leads the journal.
+undelivered when the budget runs out goes to the journal. ``_replay`` drains the journal
+through the same ``send_once``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-import orjson
-
-from ._errors import JournalCorruptError, JournalError, JournalFullError
+from ._errors import JournalError, JournalFullError
 from ._retry import Circuit, RetryableError, is_retryable_status, make_retrying, retry_after
 from ._stats import Counters, DropReport, RateLimitedLog, logger
 from ._transport import Response, Transport, TransportError, rejected_keys
@@ -94,7 +92,6 @@ class Delivery:
         self.circuit = Circuit(clock)
         self.parked: list[Item] = []
         self._log = RateLimitedLog()
-        self._next_replay_at = 0.0
         self.deadline: float | None = None  # set by close(): no send may outlive it
         self.backlog = True  # the journal may hold ready batches (unknown at start)
 
@@ -144,7 +141,7 @@ class Delivery:
             if not first:
                 self._counters.add("retried", len(pending))
             first = False
-            result = self._send(pending)
+            result = self.send_once(pending)
             total.delivered += result.delivered
             total.rejected += result.rejected
             total.error, total.refused, total.delay = result.error, result.refused, result.delay
@@ -159,7 +156,7 @@ class Delivery:
         total.pending = pending
         return total
 
-    def _send(self, items: list[Item]) -> _Result:
+    def send_once(self, items: list[Item]) -> _Result:
         """One request, split as the server asks (413, a 400 naming or not naming keys)."""
         timeout = None
         if self.deadline is not None:
@@ -209,7 +206,7 @@ class Delivery:
             result = _Result(rejected=bad)
             rest = [it for it in items if it.key not in named]
             if rest:
-                result.merge(self._send(rest))
+                result.merge(self.send_once(rest))
             return result
         if len(items) == 1:
             return _Result(rejected=[(items[0], [_why(response)])])
@@ -217,8 +214,8 @@ class Delivery:
 
     def _halves(self, items: list[Item]) -> _Result:
         mid = len(items) // 2
-        result = self._send(items[:mid])
-        result.merge(self._send(items[mid:]))
+        result = self.send_once(items[:mid])
+        result.merge(self.send_once(items[mid:]))
         return result
 
     def _keep(
@@ -235,13 +232,13 @@ class Delivery:
                 claim = None
         if result.pending:
             if not quiet:
-                self._report_failure(result, len(items))
+                self.report_failure(result, len(items))
             if claim is not None:
                 self._keep_claimed(claim, result)
             else:
                 self._spill(result.pending)
         elif claim is not None and self.journal is not None:
-            self._quietly(self.journal.ack, claim)
+            self.quietly(self.journal.ack, claim)
         if result.delivered:
             self._counters.add("sent", len(result.delivered))
             self._settle(result.delivered, "sent")
@@ -253,9 +250,9 @@ class Delivery:
                 self.journal.settle(claim, remaining=[it.body for it in result.pending])
             except JournalError as exc:
                 self._log.log(logging.ERROR, "settle", "meterline: journal settle failed: %s", exc)
-                self._quietly(self.journal.release, claim)
+                self.quietly(self.journal.release, claim)
         else:
-            self._quietly(self.journal.release, claim)
+            self.quietly(self.journal.release, claim)
         self.backlog = True
         self._counters.add("journaled", len(result.pending))
         self._settle(result.pending, "journaled")
@@ -299,6 +296,10 @@ class Delivery:
         except JournalError as exc:
             self._park(items, str(exc))
             return
+        except ValueError as exc:  # the journal refused the bytes themselves: a bug, not a disk
+            logger.exception("meterline: the journal refused a batch")
+            self.drop(items, "unjournalable", str(exc))
+            return
         self.backlog = True
         self._counters.add("journaled", len(items))
         self._settle(items, "journaled")
@@ -341,7 +342,8 @@ class Delivery:
             except Exception:  # noqa: BLE001 - a user callback must not kill the worker
                 logger.exception("meterline: on_drop callback raised")
 
-    def _report_failure(self, result: _Result, n: int) -> None:
+    def report_failure(self, result: _Result, n: int) -> None:
+        """Log (rate-limited) and tell ``on_error`` that events could not be delivered."""
         level = logging.ERROR if result.refused else logging.WARNING
         self._log.log(
             level,
@@ -363,87 +365,11 @@ class Delivery:
         except Exception:  # noqa: BLE001 - a user callback must not kill the worker
             logger.exception("meterline: on_error callback raised")
 
-    def _quietly(self, fn: Callable[[Claim], None], claim: Claim) -> None:
+    def quietly(self, fn: Callable[[Claim], None], claim: Claim) -> None:
         try:
             fn(claim)
         except JournalError as exc:
             self._log.log(logging.ERROR, "journal", "meterline: journal operation failed: %s", exc)
-
-    # -- replay --------------------------------------------------------------------------
-
-    def replay(self, *, budget: float, should_yield: Callable[[], bool]) -> bool:
-        """Replay journal batches for up to ``budget`` seconds; True if more is waiting."""
-        journal = self.journal
-        if journal is None or not self.circuit.allow():
-            return False
-        try:
-            if not journal.try_lead():
-                return False
-            journal.expire()
-            refs = journal.ready()
-        except JournalError as exc:
-            self._log.log(logging.ERROR, "replay", "meterline: cannot read the journal: %s", exc)
-            return False
-        if not refs:
-            self.backlog = False
-            return False
-        end = self._clock() + budget
-        for ref in refs:
-            if self._stopping.is_set() or should_yield() or self._clock() >= end:
-                return True
-            if not self._replay_one(journal, ref):
-                return False
-        return False
-
-    def _replay_one(self, journal: Journal, ref: object) -> bool:
-        claim = journal.claim(ref)  # type: ignore[arg-type]
-        if claim is None:
-            return True
-        try:
-            bodies = journal.read(claim)
-        except JournalCorruptError as exc:
-            self._log.log(logging.WARNING, "corrupt", "meterline: quarantined a batch: %s", exc)
-            return True
-        except JournalError as exc:
-            self._log.log(logging.ERROR, "replay", "meterline: cannot replay a batch: %s", exc)
-            self._quietly(journal.release, claim)
-            return True
-        self._pace(len(bodies))
-        items = [Item(-1, 0, _key_of(body), body) for body in bodies]
-        result = self._send(items)
-        if result.delivered:
-            self._counters.add("replayed", len(result.delivered))
-        if result.rejected:
-            self._counters.add("rejected", len(result.rejected))
-        try:
-            if not result.pending and not result.rejected:
-                journal.ack(claim)
-            elif result.delivered or result.rejected:
-                journal.settle(
-                    claim,
-                    remaining=[it.body for it in result.pending],
-                    rejected=[(it.body, reasons) for it, reasons in result.rejected],
-                )
-            else:
-                journal.release(claim)
-        except JournalError as exc:
-            self._log.log(logging.ERROR, "replay", "meterline: journal update failed: %s", exc)
-        if result.pending:
-            interval = (
-                self._config.auth_probe_interval if result.refused else self._config.probe_interval
-            )
-            self.circuit.fail(interval, result.error)
-            self._report_failure(result, len(items))
-            return False
-        self.circuit.succeed()
-        return True
-
-    def _pace(self, n: int) -> None:
-        """Keep replay under ``replay_rate`` events per second."""
-        now = self._clock()
-        if self._next_replay_at > now:
-            self._sleep(self._next_replay_at - now)
-        self._next_replay_at = max(now, self._next_replay_at) + n / self._config.replay_rate
 
     def close(self) -> None:
         if self._transport is not None:
@@ -459,15 +385,6 @@ class Delivery:
         self.parked = []
         if self.journal is not None:
             self.journal.after_fork_in_child()
-
-
-def _key_of(body: bytes) -> str:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ""
-    key = doc.get("idempotency_key") if isinstance(doc, dict) else None
-    return key if isinstance(key, str) else ""
 
 
 def _why(response: Response) -> str:

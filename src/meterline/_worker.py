@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from ._delivery import Delivery, Item
 from ._errors import ClientClosedError, MeterlineError
 from ._event import KEY, SIZE, Pending, forget_keys, serialize, top_up_keys
+from ._replay import Replayer
 from ._stats import Counters, DropReport, FlushResult, logger
 
 if TYPE_CHECKING:
@@ -113,6 +114,14 @@ class Worker:
             sleep=self._nap,
             on_error=self._on_error,
             on_drop=self._on_drop,
+            clock=self._clock,
+        )
+        self._replayer = Replayer(
+            self._config,
+            self._delivery,
+            counters=self.counters,
+            stopping=self._stopping,
+            sleep=self._nap,
             clock=self._clock,
         )
 
@@ -294,7 +303,7 @@ class Worker:
                 self._replay_wanted = False
                 if self._delivery.journal is None:
                     self._open_journal()
-                more = self._delivery.replay(budget=_REPLAY_SLICE, should_yield=self._full_waiting)
+                more = self._replayer.replay(budget=_REPLAY_SLICE, should_yield=self._full_waiting)
                 next_replay = self._clock() + (0.0 if more else self._config.replay_interval)
 
     def _pump(self, *, everything: bool) -> bool:

@@ -1,0 +1,137 @@
+"""Replay: drain the journal backlog through the delivery's send path, oldest first.
+
+Only the process that leads the journal (holds ``locks/replay.lock``) replays. Each batch
+is claimed, read (a damaged one is quarantined by the journal), paced by
+``replay_rate``, sent once with the same splitting rules as live traffic, and then
+acknowledged, settled as new files, or released for a later try. The first replay batch
+after an outage is also the circuit's probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import orjson
+
+from ._delivery import Delivery, Item
+from ._errors import JournalCorruptError, JournalError
+from ._stats import Counters, RateLimitedLog
+
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._journal import BatchRef, Journal
+
+__all__ = ["Replayer"]
+
+
+class Replayer:
+    """Replays journal batches for one worker; every method runs on the worker thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        delivery: Delivery,
+        *,
+        counters: Counters,
+        stopping: threading.Event,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config = config
+        self._delivery = delivery
+        self._counters = counters
+        self._stopping = stopping
+        self._sleep = sleep
+        self._clock = clock
+        self._log = RateLimitedLog()
+        self._next_at = 0.0
+
+    def replay(self, *, budget: float, should_yield: Callable[[], bool]) -> bool:
+        """Replay journal batches for up to ``budget`` seconds; True if more is waiting."""
+        delivery = self._delivery
+        journal = delivery.journal
+        if journal is None or not delivery.circuit.allow():
+            return False
+        try:
+            if not journal.try_lead():
+                return False
+            journal.expire()
+            refs = journal.ready()
+        except JournalError as exc:
+            self._log.log(logging.ERROR, "replay", "meterline: cannot read the journal: %s", exc)
+            return False
+        if not refs:
+            delivery.backlog = False
+            return False
+        end = self._clock() + budget
+        for ref in refs:
+            if self._stopping.is_set() or should_yield() or self._clock() >= end:
+                return True
+            if not self._replay_one(journal, ref):
+                return False
+        return False
+
+    def _replay_one(self, journal: Journal, ref: BatchRef) -> bool:
+        """One batch; False when the endpoint failed and replay should stop for now."""
+        delivery = self._delivery
+        claim = journal.claim(ref)
+        if claim is None:
+            return True
+        try:
+            bodies = journal.read(claim)
+        except JournalCorruptError as exc:
+            self._log.log(logging.WARNING, "corrupt", "meterline: quarantined a batch: %s", exc)
+            return True
+        except JournalError as exc:
+            self._log.log(logging.ERROR, "replay", "meterline: cannot replay a batch: %s", exc)
+            delivery.quietly(journal.release, claim)
+            return True
+        self._pace(len(bodies))
+        items = [Item(-1, 0, _key_of(body), body) for body in bodies]
+        result = delivery.send_once(items)
+        if result.delivered:
+            self._counters.add("replayed", len(result.delivered))
+        if result.rejected:
+            self._counters.add("rejected", len(result.rejected))
+        try:
+            if not result.pending and not result.rejected:
+                journal.ack(claim)
+            elif result.delivered or result.rejected:
+                journal.settle(
+                    claim,
+                    remaining=[it.body for it in result.pending],
+                    rejected=[(it.body, reasons) for it, reasons in result.rejected],
+                )
+            else:
+                journal.release(claim)
+        except JournalError as exc:
+            self._log.log(logging.ERROR, "replay", "meterline: journal update failed: %s", exc)
+        if result.pending:
+            interval = (
+                self._config.auth_probe_interval if result.refused else self._config.probe_interval
+            )
+            delivery.circuit.fail(interval, result.error)
+            delivery.report_failure(result, len(items))
+            return False
+        delivery.circuit.succeed()
+        return True
+
+    def _pace(self, n: int) -> None:
+        """Keep replay under ``replay_rate`` events per second."""
+        now = self._clock()
+        if self._next_at > now:
+            self._sleep(self._next_at - now)
+        self._next_at = max(now, self._next_at) + n / self._config.replay_rate
+
+
+def _key_of(body: bytes) -> str:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    key = doc.get("idempotency_key") if isinstance(doc, dict) else None
+    return key if isinstance(key, str) else ""
