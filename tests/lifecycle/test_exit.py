@@ -105,7 +105,9 @@ def test_hung_endpoint_exit_is_bounded_by_shutdown_timeout(tmp_path: Path, procs
             procs, "exit", url, tmp_path / "j", 500, METERLINE_SHUTDOWN_TIMEOUT="1"
         )
     assert code == 0, proc.output()
-    assert 1.0 <= elapsed < 1.0 + 1.5, elapsed  # slack: interpreter start-up and import
+    # It waits for the hung endpoint (sends stop 0.25 s before the bound to leave time to
+    # journal) but never past the bound; the slack is interpreter start-up and import.
+    assert 0.7 <= elapsed < 1.0 + 1.5, elapsed
     assert ready_events(tmp_path / "j") == 500
 
 
