@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ._delivery import Delivery, Item
 from ._errors import ClientClosedError, MeterlineError
-from ._event import KEY, SIZE, Pending, forget_keys, serialize, top_up_keys
+from ._event import KEY, SIZE, Pending, forget_keys, serialize_many, top_up_keys
 from ._replay import Replayer
 from ._stats import Counters, DropReport, FlushResult, logger
 
@@ -361,17 +361,20 @@ class Worker:
         seen: set[str] = set()
         duplicates: list[Item] = []
         size = 0
-        for i, event in enumerate(batch):
-            item = Item(first + i, event[SIZE], event[KEY], serialize(event, field))
-            if item.key in seen:
+        new_item = tuple.__new__  # Item(...) without its Python-level __new__
+        bodies = serialize_many(batch, field)
+        for i, (event, body) in enumerate(zip(batch, bodies, strict=True)):
+            key = event[KEY]
+            item: Item = new_item(Item, (first + i, event[SIZE], key, body))
+            if key in seen:
                 duplicates.append(item)
                 continue
-            seen.add(item.key)
-            if chunks[-1] and size + len(item.body) + 1 > limit:
+            seen.add(key)
+            if chunks[-1] and size + len(body) + 1 > limit:
                 chunks.append([])
                 size = 0
             chunks[-1].append(item)
-            size += len(item.body) + 1
+            size += len(body) + 1
         if duplicates:
             self._delivery.drop(duplicates, "duplicate_key", "same key twice in one batch")
         return [c for c in chunks if c]

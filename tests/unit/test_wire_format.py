@@ -101,3 +101,30 @@ def test_any_accepted_event_serializes_to_a_valid_body(
     event = doc["events"][0]
     assert event["external_customer_id"] == customer
     assert event["properties"] == props
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=20),
+            st.dictionaries(st.text(min_size=1, max_size=8), scalar, max_size=4),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    field=st.sampled_from(["external_customer_id", "customer_id"]),
+)
+def test_batch_serializer_matches_the_single_event_one_byte_for_byte(events, field):
+    """The worker's batch serializer and serialize() give identical bytes for every event,
+    whether its timestamp is the default stamp or one the caller gave."""
+    from meterline._event import serialize, serialize_many, validate
+
+    pending = [
+        validate(
+            customer, "e", props, "2026-01-01T00:00:00+02:00" if given_ts else None, None, 32 * 1024
+        )
+        for customer, props, given_ts in events
+    ]
+    assert serialize_many(pending, field) == [serialize(p, field) for p in pending]
