@@ -16,7 +16,7 @@ from typing import Any
 from ._config import Config
 from ._errors import ConfigError
 from ._event import validate
-from ._journal import Journal
+from ._journal import Journal, ready_count
 from ._stats import DropReport, FlushResult, ReplayResult, Stats
 from ._transport import HttpxTransport, Transport
 from ._worker import Worker
@@ -151,13 +151,7 @@ class Client:
         )
 
     def _ready_batches(self) -> int:
-        if not self._journal_dir.is_dir():
-            return 0
-        ready = self._journal_dir / "ready"
-        try:
-            return sum(1 for name in os.listdir(ready) if name.endswith(".mlj"))
-        except OSError:
-            return 0
+        return ready_count(self._journal_dir)
 
     def stats(self) -> Stats:
         """A read-only snapshot of the counters since the client started."""

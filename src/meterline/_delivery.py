@@ -109,9 +109,9 @@ class Delivery:
         if not result.pending:
             recovered = self.circuit.succeed()
         elif result.refused:
-            self.circuit.fail(self._config.auth_probe_interval, result.error)
+            self.circuit.fail(self._config.auth_probe_interval)
         else:
-            self.circuit.fail(self._config.probe_interval, result.error)
+            self.circuit.fail(self._config.probe_interval)
         self._keep(items, claim, result)
         return recovered
 

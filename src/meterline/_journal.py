@@ -43,7 +43,16 @@ from meterline._fsops import FileOps, OsFileOps
 from meterline._journal_layout import FILE_MODE, check_directory, make_layout
 from meterline._journal_store import NOFOLLOW_CLOEXEC, Store
 
-__all__ = ["BatchRef", "Claim", "FileOps", "Journal", "JournalStatus", "OsFileOps", "inspect_file"]
+__all__ = [
+    "BatchRef",
+    "Claim",
+    "FileOps",
+    "Journal",
+    "JournalStatus",
+    "OsFileOps",
+    "inspect_file",
+    "ready_count",
+]
 
 _TOKENS = itertools.count(1)  # claim tokens, unique across Journal instances
 
@@ -438,6 +447,16 @@ class Journal:
     def _check_pid(self) -> None:
         if os.getpid() != self._pid:
             self.after_fork_in_child()
+
+
+def ready_count(directory: str | os.PathLike[str]) -> int:
+    """Batches waiting in ``ready/``, counted by name without opening the journal (0 if
+    there is none yet); cheap enough for ``stats()``."""
+    try:
+        names = os.listdir(os.path.join(os.fspath(directory), "ready"))
+    except OSError:
+        return 0
+    return sum(1 for name in names if fmt.is_batch_name(name))
 
 
 def inspect_file(path: str | os.PathLike[str]) -> dict[str, object]:

@@ -114,7 +114,7 @@ class Replayer:
             interval = (
                 self._config.auth_probe_interval if result.refused else self._config.probe_interval
             )
-            delivery.circuit.fail(interval, result.error)
+            delivery.circuit.fail(interval)
             delivery.report_failure(result, len(items))
             return False
         delivery.circuit.succeed()

@@ -113,7 +113,6 @@ class Circuit:
         self._clock = clock
         self._open = False
         self._next_probe = 0.0
-        self.reason = ""
 
     @property
     def is_open(self) -> bool:
@@ -130,11 +129,9 @@ class Circuit:
         """Close the circuit; True when it was open (the endpoint has recovered)."""
         was_open = self._open
         self._open = False
-        self.reason = ""
         return was_open
 
-    def fail(self, interval: float, reason: str) -> None:
+    def fail(self, interval: float) -> None:
         """Open (or keep open) the circuit and schedule the next probe."""
         self._open = True
-        self.reason = reason
         self._next_probe = self._clock() + interval * random.uniform(0.9, 1.1)

@@ -23,20 +23,6 @@ __all__ = [
 logger = logging.getLogger("meterline")
 logger.addHandler(logging.NullHandler())
 
-STAT_NAMES = (
-    "reported",
-    "sent",
-    "retried",
-    "journaled",
-    "replayed",
-    "rejected",
-    "dropped",
-    "dropped_by_reason",
-    "bytes_sent",
-    "queue_events",
-    "journal_ready_batches",
-)
-
 
 class Stats(Mapping[str, Any]):
     """A read-only snapshot of a client's counters since it started.

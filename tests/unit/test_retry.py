@@ -121,7 +121,7 @@ def test_circuit_opens_and_allows_one_probe_per_period():
     circuit = Circuit(clock=lambda: now[0])
     assert circuit.allow()
     assert not circuit.is_open
-    circuit.fail(10.0, "503")
+    circuit.fail(10.0)
     assert circuit.is_open
     assert not circuit.allow()
     now[0] += 11.1
