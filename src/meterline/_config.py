@@ -77,10 +77,7 @@ class Config:
     gzip: bool = False
 
     def __post_init__(self) -> None:
-        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key):
-            raise ConfigError("api_key must be a non-empty string")
-        if self.api_key is not None and any(c in self.api_key for c in "\r\n"):
-            raise ConfigError("api_key must not contain a line break")
+        _check_api_key(self.api_key)
         parts = urlsplit(self.base_url) if isinstance(self.base_url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"base_url must be an http(s) URL with a host, got {self.base_url!r}")
@@ -88,7 +85,8 @@ class Config:
             raise ConfigError("base_url must not carry a query, a fragment or credentials")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         if self.journal_dir is not None:
-            object.__setattr__(self, "journal_dir", Path(self.journal_dir))
+            # Absolute now: a later chdir() must not move the journal (or strand its files).
+            object.__setattr__(self, "journal_dir", Path(os.path.abspath(self.journal_dir)))
         for name in (
             "flush_interval",
             "timeout",
@@ -143,11 +141,26 @@ class Config:
         """Where batches are POSTed: Orb's ``{base_url}/ingest``."""
         return f"{self.base_url}/ingest"
 
+    @property
+    def destination(self) -> str:
+        """The destination's name (Orb's events API is the only one so far)."""
+        return "orb"
+
+    @property
+    def journal_fingerprint(self) -> bytes:
+        """16 bytes naming what a journal file may be replayed to: destination, ingest URL
+        and credential, hashed one way. Written in every batch header; a replayer sends only
+        files whose fingerprint is its own, so no batch is ever billed to another account."""
+        material = "\0".join(("meterline-journal-v1", self.destination, self.ingest_url))
+        key = (self.api_key or "").encode()
+        return hashlib.sha256(material.encode() + b"\0" + key).digest()[:16]
+
     def resolved_journal_dir(self) -> Path:
-        """The journal directory: as given, else a per-user state folder per endpoint."""
+        """The journal directory: as given, else a per-user state folder per destination,
+        endpoint and credential (its name holds a short one-way fingerprint of the key)."""
         if self.journal_dir is not None:
             return self.journal_dir
-        return default_state_dir() / endpoint_slug(self.base_url)
+        return default_state_dir() / journal_slug(self.destination, self.base_url, self.api_key)
 
     @classmethod
     def from_env(
@@ -188,6 +201,25 @@ _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - {
 }
 
 
+def _check_api_key(key: object) -> None:
+    """Refuse a key that no HTTP header can carry as given; the message never holds the key.
+
+    A pasted zero-width space, a trailing blank from a ``.env`` file or a line break would
+    otherwise fail on the worker (or be sent as a different credential) for every batch.
+    """
+    if key is None:
+        return
+    if not isinstance(key, str) or not key:
+        raise ConfigError("api_key must be a non-empty string")
+    for index, char in enumerate(key):
+        if not "!" <= char <= "~":
+            what = "whitespace" if char.isspace() else f"the character U+{ord(char):04X}"
+            raise ConfigError(
+                f"api_key has {what} at position {index} of {len(key)}: an API key is "
+                "printable ASCII without spaces (check for a pasted or trailing character)"
+            )
+
+
 def _positive_float(config: Config, name: str, *, allow_zero: bool = False) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -214,6 +246,12 @@ def default_state_dir() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "state"
     return base / "meterline"
+
+
+def journal_slug(destination: str, base_url: str, api_key: str | None) -> str:
+    """The default journal folder's name: destination, endpoint and a key fingerprint."""
+    credential = hashlib.sha256(b"meterline-credential\0" + (api_key or "").encode())
+    return f"{destination}-{endpoint_slug(base_url)}-{credential.hexdigest()[:12]}"
 
 
 def endpoint_slug(base_url: str) -> str:

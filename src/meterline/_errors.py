@@ -9,7 +9,8 @@
      ├── DeliveryError                         only from explicit synchronous calls
      └── JournalError (also OSError)           only from explicit synchronous calls
           ├── JournalFullError                 journal_max_bytes or the free-space reserve reached
-          └── JournalCorruptError              a batch file failed its checks (moved to quarantine/)
+          ├── JournalCorruptError              a batch file failed its checks (moved to quarantine/)
+          └── JournalForeignError              a batch written for another endpoint or credential
 
 ``report()`` raises only the first three; delivery and journal problems never reach it.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidEventError",
     "JournalCorruptError",
     "JournalError",
+    "JournalForeignError",
     "JournalFullError",
     "MeterlineError",
 ]
@@ -63,3 +65,8 @@ class JournalFullError(JournalError):
 
 class JournalCorruptError(JournalError):
     """A batch file failed its checks; it was moved to ``quarantine/``."""
+
+
+class JournalForeignError(JournalError):
+    """A batch file was written for another destination, endpoint or credential; it is left
+    in place for the client it belongs to and never sent with this one's credential."""
