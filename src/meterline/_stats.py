@@ -140,11 +140,18 @@ class RateLimitedLog:
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """What ``replay()`` achieved; truthy when the journal has no batch left to send."""
+    """What ``replay()`` achieved; truthy when the journal has no batch left to send and
+    nothing expired meanwhile.
+
+    ``set_aside`` counts batches this client leaves in place and never sends: written by a
+    newer meterline, or for another destination, endpoint or credential.
+    """
 
     replayed: int = 0
     rejected: int = 0
+    expired: int = 0
     remaining_batches: int = 0
+    set_aside: int = 0
 
     def __bool__(self) -> bool:
-        return self.remaining_batches == 0
+        return self.remaining_batches == 0 and self.expired == 0
