@@ -1,6 +1,7 @@
 """The on-disk journal: batches that could not be delivered, kept until acknowledged.
 
-Layout, one directory per endpoint (directories 0700, files 0600, whatever the umask)::
+Layout, one directory per destination, endpoint and credential (directories 0700, files
+0600, whatever the umask)::
 
     tmp/         batches being written; each writer holds a flock on its file
     ready/       complete batches waiting for replay; names sort by creation time
@@ -10,8 +11,15 @@ Layout, one directory per endpoint (directories 0700, files 0600, whatever the u
     locks/       replay.lock: the process holding its flock is the replay leader
 
 A batch file is a header (magic, version, flags, count, payload length, CRC32 of the
-payload, CRC32 of the header) then the events' exact bytes as JSON Lines
+payload, fingerprint, CRC32 of the header) then the events' exact bytes as JSON Lines
 (``_journal_format``). Never pickle.
+
+Keying. A journal given a ``fingerprint`` (16 opaque bytes naming the destination,
+endpoint and credential its batches may be replayed to) writes it into every file, and
+``read()`` refuses a file written for another one: it stays in ready/, untouched, for
+the client it belongs to, and this process sets it aside (JournalForeignError). Files of
+meterline 0.1 (format version 1) carry no fingerprint: they predate keying and any
+journal reads them. A journal without a fingerprint (operator tools) reads every file.
 
 Crash safety. A batch is written to tmp/, fsynced, renamed into ready/, and ready/ is
 fsynced before ``spill()`` returns, so a returned spill survives a power cut; a failed
@@ -86,7 +94,14 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class JournalStatus:
-    """Counts over the journal directories at one moment (stats and the CLI)."""
+    """Counts over the journal directories at one moment (stats and the CLI).
+
+    ``ready_*`` count every file in ready/ (from headers, unverified). Of those,
+    ``ready_foreign_*`` were written for another fingerprint than ``fingerprint`` (hex;
+    None when the journal has none, and then no file is foreign), ``ready_newer_batches``
+    by a newer meterline (both left alone by this journal), and ``ready_legacy_batches``
+    by meterline 0.1, without a fingerprint (replayed by any journal).
+    """
 
     ready_batches: int
     ready_events: int
@@ -98,13 +113,19 @@ class JournalStatus:
     expired_events: int
     total_bytes: int
     oldest_ready_age: float | None
+    fingerprint: str | None = None
+    ready_foreign_batches: int = 0
+    ready_foreign_events: int = 0
+    ready_newer_batches: int = 0
+    ready_legacy_batches: int = 0
 
 
 class Journal:
     """Spill, claim, read, acknowledge and quarantine batches in one journal directory.
 
     Safe to share between threads; several processes may share the directory. The
-    constructor does no I/O; call ``open()`` first.
+    constructor does no I/O; call ``open()`` first. ``fingerprint`` (16 bytes, or None to
+    write zeros and read every file) keys the files this journal writes and reads.
     """
 
     def __init__(
@@ -116,6 +137,7 @@ class Journal:
         min_free_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.time,
         fs: FileOps | None = None,
+        fingerprint: bytes | None = None,
     ) -> None:
         if not max_bytes > 0:
             raise ConfigError(f"journal max_bytes must be positive, not {max_bytes!r}")
@@ -123,12 +145,17 @@ class Journal:
             raise ConfigError(f"journal max_age must be positive seconds, not {max_age!r}")
         if not min_free_bytes >= 0:
             raise ConfigError(f"journal min_free_bytes must be >= 0, not {min_free_bytes!r}")
+        if fingerprint is not None:
+            try:
+                fmt.check_fingerprint(fingerprint)
+            except ValueError as exc:
+                raise ConfigError(f"{exc}, or None") from None
         self._dir = os.path.abspath(os.fspath(directory))  # no trailing "/": lstat sees links
         self._max_bytes = max_bytes
         self._max_age = float(max_age)
         self._min_free = min_free_bytes
         self._clock = clock
-        self._store = Store(self._dir, fs if fs is not None else OsFileOps(), clock)
+        self._store = Store(self._dir, fs if fs is not None else OsFileOps(), clock, fingerprint)
         self._mutex = threading.Lock()  # guards _claims
         self._lead_mutex = threading.Lock()  # one try_lead at a time
         self._claims: dict[int, tuple[int, Claim]] = {}  # token -> (fd, claim)
@@ -140,6 +167,11 @@ class Journal:
     def directory(self) -> str:
         """The absolute journal directory."""
         return self._dir
+
+    @property
+    def fingerprint(self) -> bytes | None:
+        """The fingerprint this journal writes and reads by (None: reads every file)."""
+        return self._store.fingerprint
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -219,7 +251,7 @@ class Journal:
 
     def _spill(self, events: Sequence[bytes]) -> tuple[int, BatchRef]:
         self._require_open()
-        data = fmt.encode(events)
+        data = fmt.encode(events, fingerprint=self._store.write_fingerprint)
         self._store.reserve(len(data), self._max_bytes, self._min_free)
         try:
             fd, name = self._store.commit(data, "ready", None)
@@ -236,8 +268,9 @@ class Journal:
         """The batches in ready/, oldest first (minus files this process set aside)."""
         self._require_open()
         refs = []
+        skip = self._store.set_aside_names()
         for name in self._store.names("ready"):
-            if name in self._store.skip:
+            if name in skip:
                 continue
             path = os.path.join(self._store.paths["ready"], name)
             try:
@@ -266,9 +299,12 @@ class Journal:
         """The claimed batch's events, verified and byte for byte as spilled.
 
         On corruption the file moves to quarantine/ next to a ``.reason`` and
-        JournalCorruptError is raised. A file of a newer format is left in place, skipped
-        by ``ready()`` in this process from now on, and JournalError is raised. The claim
-        is released whenever this raises.
+        JournalCorruptError is raised. A file of a newer format (JournalError), or one
+        written for another fingerprint than this journal's (JournalForeignError, after
+        its header only), is left in place untouched and set aside: ``ready()`` in this
+        process no longer offers it, and one WARNING per file is logged. A version-1 file
+        has no fingerprint and is read by any journal. The claim is released whenever
+        this raises.
         """
         fd = self._held(claim)
         try:
@@ -297,16 +333,18 @@ class Journal:
         rejected: Sequence[tuple[bytes, Sequence[str]]] = (),
     ) -> None:
         """A partial outcome: ``remaining`` becomes a new ready batch (in the original's
-        place in time), ``rejected`` goes to rejected/ with the server's reasons, then the
-        original is deleted. Events in neither were delivered.
+        place in time), ``rejected`` goes to rejected/ with the server's reasons, both with
+        this journal's fingerprint, then the original is deleted. Events in neither were
+        delivered.
 
         Each new file is durable before the original goes; a crash in between leaves both
         (the resend is de-duplicated by key). Not bounded by max_bytes: the journal
         shrinks. ValueError for invalid input before anything happens; otherwise the
         claim is released even if this raises, and the original is kept on failure.
         """
-        again = fmt.encode(remaining) if remaining else None
-        refused = fmt.encode_rejected(rejected) if rejected else None
+        keyed = self._store.write_fingerprint
+        again = fmt.encode(remaining, fingerprint=keyed) if remaining else None
+        refused = fmt.encode_rejected(rejected, fingerprint=keyed) if rejected else None
         fd = self._take(claim)
         try:
             for data, dest, created_ns in (
@@ -401,11 +439,43 @@ class Journal:
         self._require_open()
         return maint.recover(self._store)
 
-    def expire(self) -> int:
+    def expire(self, on_expired: Callable[[list[bytes]], None] | None = None) -> int:
         """Move ready batches older than max_age (by the time in the name) to expired/,
-        unsent; return how many events moved. Claimed batches are left alone."""
+        unsent; return how many events moved.
+
+        Each batch is claimed and verified first: a corrupt one is quarantined, and
+        claimed, set-aside and foreign ones are left alone. ``on_expired`` gets each
+        batch's exact event bytes just before it moves; if it raises an Exception, that
+        is logged and the batch moves all the same.
+        """
         self._require_open()
-        return maint.expire(self._store, self._clock() - self._max_age)
+        return maint.expire(self._store, self._clock() - self._max_age, on_expired)
+
+    def replayable(self) -> int:
+        """Batch files in ready/ that this process would still offer: every name minus
+        those it set aside (newer format, foreign). Names only, nothing is opened; 0
+        before the journal directory exists."""
+        skip = self._store.set_aside_names()
+        return sum(1 for name in self._ready_names() if name not in skip)
+
+    def set_aside(self) -> int:
+        """Files this process set aside (newer format, foreign) still in ready/. Names
+        only, nothing is opened."""
+        skip = self._store.set_aside_names()
+        if not skip:
+            return 0
+        return sum(1 for name in self._ready_names() if name in skip)
+
+    def _ready_names(self) -> list[str]:
+        self._check_pid()
+        path = self._store.paths["ready"]
+        try:
+            names = self._store.fs.listdir(path)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._store.disk_error("list", "listing ready/ failed", exc) from exc
+        return [name for name in names if fmt.is_batch_name(name)]
 
     def requeue(self, which: str = "quarantine", name: str | None = None) -> int:
         """Operator action: move verified files from ``which`` (quarantine or expired) back
@@ -437,6 +507,11 @@ class Journal:
             expired_events=expired.events,
             total_bytes=ready.size + rejected.size,
             oldest_ready_age=None if oldest is None else max(0.0, self._clock() - oldest),
+            fingerprint=None if self.fingerprint is None else self.fingerprint.hex(),
+            ready_foreign_batches=ready.foreign_batches,
+            ready_foreign_events=ready.foreign_events,
+            ready_newer_batches=ready.newer,
+            ready_legacy_batches=ready.legacy,
         )
 
     def _require_open(self) -> None:

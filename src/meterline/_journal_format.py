@@ -1,24 +1,31 @@
 """The on-disk format of a journal batch file, and batch file names.
 
-A batch file is a 32-byte little-endian header followed by the payload::
+A batch file is a little-endian header followed by the payload. Version 2 (written by
+this meterline) has a 48-byte header; version 1 (meterline 0.1, still read) had 32::
 
     offset size field
          0    4 magic          b"\\x89MLJ"
-         4    2 version        1
-         6    2 header_len     32 (the header CRC is always the last 4 bytes of the header)
+         4    2 version        2 (1 in files of meterline 0.1)
+         6    2 header_len     48 (32 in version 1); the header CRC is always its last 4 bytes
          8    4 flags          0, or FLAG_REJECTED
         12    4 count          number of events
         16    8 payload_len    bytes after the header
         24    4 payload_crc    CRC32 of the payload
-        28    4 header_crc     CRC32 of header bytes [0, header_len - 4)
+        28   16 fingerprint    where the batch may be replayed (absent in version 1)
+        44    4 header_crc     CRC32 of header bytes [0, header_len - 4) (offset 28 in v1)
+
+``fingerprint`` is 16 opaque bytes the writer is given (a one-way hash of destination,
+endpoint and credential, see ``Config.journal_fingerprint``); all zeros from a writer
+that has none. A version-1 file has no fingerprint (``Header.fingerprint`` is None): it
+predates keying, and any replayer may send it.
 
 The payload is the events joined by ``b"\\n"`` (JSON Lines, no trailing newline): each
 line is the exact bytes the worker serialized, a JSON object with a string
 ``idempotency_key``. In a rejected file (``FLAG_REJECTED``) each line is instead
 ``{"reasons":[...],"event":<the event bytes, verbatim>}``, so the event comes back exact.
 
-Every future version keeps the first 8 bytes and the trailing header CRC, so the header
-CRC is verified before the version is believed: a flipped bit in the version field is
+Every version keeps the first 8 bytes and the trailing header CRC, so the header CRC is
+verified before the version is believed: a flipped bit in the version field is
 corruption, while a sound header of a newer version is left alone (a rollback never
 destroys data). Nothing here does I/O.
 """
@@ -34,14 +41,18 @@ from dataclasses import dataclass
 import orjson
 
 MAGIC = b"\x89MLJ"
-VERSION = 1
+VERSION = 2
 FLAG_REJECTED = 0x1
 KNOWN_FLAGS = FLAG_REJECTED
 SUFFIX = ".mlj"
+FINGERPRINT_SIZE = 16
+NO_FINGERPRINT = bytes(FINGERPRINT_SIZE)  # written by a journal that was given none
 
 _PREFIX = struct.Struct("<4sHH")  # magic, version, header_len: the same in every version
-_HEADER = struct.Struct("<4sHHIIQII")
-HEADER_SIZE = _HEADER.size  # 32
+_HEADER_V1 = struct.Struct("<4sHHIIQII")
+_HEADER = struct.Struct("<4sHHIIQI16sI")
+HEADER_SIZE = _HEADER.size  # 48: what this version writes
+_LAYOUTS = {1: _HEADER_V1, 2: _HEADER}  # every version this one reads
 _MIN_HEADER = _PREFIX.size + 4
 MAX_HEADER = 4096  # a future header may grow, up to this
 _NAME = re.compile(r"\A(\d{20})-\d+-\d+-[0-9a-f]+\.mlj\Z")
@@ -56,9 +67,18 @@ class FutureBatchError(Exception):
     """A sound header written by a newer meterline: leave the file alone."""
 
 
+class ForeignBatchError(Exception):
+    """A sound header whose fingerprint is not the reader's: leave the file alone."""
+
+    def __init__(self, header: Header) -> None:
+        theirs = header.fingerprint or NO_FINGERPRINT
+        super().__init__(f"written for fingerprint {short(theirs)}")
+        self.fingerprint = theirs
+
+
 @dataclass(frozen=True, slots=True)
 class Header:
-    """The fields of a verified version-1 header."""
+    """The fields of a verified header; ``fingerprint`` is None in a version-1 file."""
 
     version: int
     header_len: int
@@ -66,6 +86,7 @@ class Header:
     count: int
     payload_len: int
     payload_crc: int
+    fingerprint: bytes | None
     header_crc: int
 
 
@@ -108,16 +129,43 @@ def first_bad(lines: Sequence[bytes]) -> tuple[int, str] | None:
     return None
 
 
-def encode(events: Sequence[bytes]) -> bytes:
+def is_foreign(header: Header, fingerprint: bytes | None) -> bool:
+    """Whether a reader keyed with ``fingerprint`` must leave this file alone: a version-2
+    file written for another fingerprint. A reader without one reads every file, and a
+    version-1 file (no fingerprint: it predates keying) is read by every reader."""
+    return (
+        fingerprint is not None
+        and header.fingerprint is not None
+        and header.fingerprint != fingerprint
+    )
+
+
+def short(fingerprint: bytes) -> str:
+    """A fingerprint as a short hex prefix, enough to tell journals apart in a log line."""
+    return fingerprint[:4].hex() + "..."
+
+
+def check_fingerprint(fingerprint: object) -> bytes:
+    """``fingerprint`` if it is exactly 16 bytes, else ValueError."""
+    if not isinstance(fingerprint, bytes) or len(fingerprint) != FINGERPRINT_SIZE:
+        raise ValueError(f"a journal fingerprint is {FINGERPRINT_SIZE} bytes")
+    return fingerprint
+
+
+def encode(events: Sequence[bytes], *, fingerprint: bytes = NO_FINGERPRINT) -> bytes:
     """A whole batch file for ``events``; ValueError if the batch is empty or invalid."""
+    check_fingerprint(fingerprint)
     if not events:
         raise ValueError("a batch needs at least one event")
     check_events(events)
-    return _pack(b"\n".join(events), len(events), 0)
+    return _pack(b"\n".join(events), len(events), 0, fingerprint)
 
 
-def encode_rejected(items: Sequence[tuple[bytes, Sequence[str]]]) -> bytes:
+def encode_rejected(
+    items: Sequence[tuple[bytes, Sequence[str]]], *, fingerprint: bytes = NO_FINGERPRINT
+) -> bytes:
     """A rejected file: each event (verbatim) with the server's reasons."""
+    check_fingerprint(fingerprint)
     if not items:
         raise ValueError("a batch needs at least one event")
     check_events([event for event, _ in items])
@@ -126,16 +174,17 @@ def encode_rejected(items: Sequence[tuple[bytes, Sequence[str]]]) -> bytes:
         if isinstance(reasons, (str, bytes)) or not all(isinstance(r, str) for r in reasons):
             raise ValueError("reasons must be a sequence of str")
         lines.append(_rejected_prefix(list(reasons)) + event + b"}")
-    return _pack(b"\n".join(lines), len(lines), FLAG_REJECTED)
+    return _pack(b"\n".join(lines), len(lines), FLAG_REJECTED, fingerprint)
 
 
 def _rejected_prefix(reasons: list[str]) -> bytes:
     return b'{"reasons":' + orjson.dumps(reasons) + b',"event":'
 
 
-def _pack(payload: bytes, count: int, flags: int) -> bytes:
+def _pack(payload: bytes, count: int, flags: int, fingerprint: bytes) -> bytes:
+    crc = zlib.crc32(payload)
     head = _HEADER.pack(
-        MAGIC, VERSION, HEADER_SIZE, flags, count, len(payload), zlib.crc32(payload), 0
+        MAGIC, VERSION, HEADER_SIZE, flags, count, len(payload), crc, fingerprint, 0
     )
     return head[:-4] + struct.pack("<I", zlib.crc32(head[:-4])) + payload
 
@@ -159,10 +208,15 @@ def decode_header(data: bytes) -> Header:
         raise BatchFormatError(f"header CRC mismatch (stored {stored:#010x}, {computed:#010x})")
     if version > VERSION:
         raise FutureBatchError(f"format version {version} is newer than {VERSION}")
-    if version != VERSION or header_len != HEADER_SIZE:
+    layout = _LAYOUTS.get(version)
+    if layout is None or header_len != layout.size:
         raise BatchFormatError(f"unknown version {version} / header length {header_len}")
-    fields = _HEADER.unpack_from(data)
-    header = Header(version, header_len, *fields[3:])
+    fields = layout.unpack_from(data)
+    flags, count, payload_len, payload_crc = fields[3:7]
+    fingerprint = None if version == 1 else fields[7]  # version 1 predates keying
+    header = Header(
+        version, header_len, flags, count, payload_len, payload_crc, fingerprint, fields[-1]
+    )
     if header.flags & ~KNOWN_FLAGS:
         raise FutureBatchError(f"unknown flags {header.flags:#x}")
     return header
@@ -213,11 +267,14 @@ def _split_rejected(line: bytes, index: int) -> tuple[bytes, list[str]]:
     return event, reasons
 
 
-def peek_count(head: bytes) -> int | None:
-    """The event count in a sound version-1 header, or None (for ``status()``; unverified)."""
+def peek(head: bytes) -> Header | FutureBatchError | None:
+    """The sound header at the start of ``head``, the FutureBatchError of a newer one, or
+    None for a header that fails its checks (for ``status()``; the payload is unchecked)."""
     try:
-        return decode_header(head).count
-    except (BatchFormatError, FutureBatchError):
+        return decode_header(head)
+    except FutureBatchError as exc:
+        return exc
+    except BatchFormatError:
         return None  # the count is unknown until read() checks the file; status shows 0
 
 
@@ -226,23 +283,24 @@ def inspect_bytes(data: bytes) -> dict[str, object]:
     they go (for ``meterline journal inspect``); never raises."""
     info: dict[str, object] = {"size": len(data), "ok": False, "future": False, "error": None}
     lines: list[bytes] = []
-    if len(data) >= HEADER_SIZE:
-        magic, version, header_len, flags, count, payload_len, payload_crc, header_crc = (
-            _HEADER.unpack_from(data)
-        )
+    if len(data) >= _PREFIX.size:
+        magic, version, header_len = _PREFIX.unpack_from(data)
+        info.update(magic=magic.hex(), version=version, header_len=header_len)
+    layout = _layout_of(data)
+    if layout is not None and len(data) >= layout.size:
+        fields = layout.unpack_from(data)
+        size = layout.size
         info.update(
-            magic=magic.hex(),
-            version=version,
-            header_len=header_len,
-            flags=flags,
-            count=count,
-            payload_len=payload_len,
-            payload_crc=payload_crc,
-            header_crc=header_crc,
-            computed_header_crc=zlib.crc32(data[: HEADER_SIZE - 4]),
-            computed_payload_crc=zlib.crc32(data[HEADER_SIZE:]),
+            flags=fields[3],
+            count=fields[4],
+            payload_len=fields[5],
+            payload_crc=fields[6],
+            fingerprint=fields[7].hex() if layout is _HEADER else None,
+            header_crc=fields[-1],
+            computed_header_crc=zlib.crc32(data[: size - 4]),
+            computed_payload_crc=zlib.crc32(data[size:]),
         )
-        lines = data[HEADER_SIZE:].split(b"\n") if len(data) > HEADER_SIZE else []
+        lines = data[size:].split(b"\n") if len(data) > size else []
     reasons: list[list[str]] | None = None
     try:
         batch = decode(data)
@@ -256,6 +314,19 @@ def inspect_bytes(data: bytes) -> dict[str, object]:
     info["events"] = [_best_effort(line) for line in lines]
     info["reasons"] = reasons
     return info
+
+
+def _layout_of(data: bytes) -> struct.Struct | None:
+    """The header layout a (possibly damaged) file claims: by its version, else (a damaged
+    version field) by its header length; None for a newer or unrecognizable header."""
+    if len(data) < _PREFIX.size:
+        return None
+    _magic, version, header_len = _PREFIX.unpack_from(data)
+    if version in _LAYOUTS:
+        return _LAYOUTS[version]
+    if version > VERSION:
+        return None  # a newer layout: only its first 8 bytes are known
+    return next((lay for lay in _LAYOUTS.values() if lay.size == header_len), None)
 
 
 def _best_effort(line: bytes) -> object:

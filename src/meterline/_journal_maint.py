@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from meterline import _journal_format as fmt
@@ -67,8 +68,17 @@ def _recover_one(store: Store, name: str) -> int:
         store.close(fd)
 
 
-def expire(store: Store, cutoff: float) -> int:
-    """Move ready batches created before ``cutoff`` to expired/; return their events."""
+def expire(
+    store: Store, cutoff: float, on_expired: Callable[[list[bytes]], None] | None = None
+) -> int:
+    """Move ready batches created before ``cutoff`` to expired/, each after passing its
+    exact events to ``on_expired``; return how many events moved.
+
+    Claimed, set-aside and foreign batches stay; a corrupt one is quarantined (by
+    ``load_checked``). A callback that raises an Exception is logged and the batch moves
+    all the same; anything else it raises (KeyboardInterrupt) leaves the batch in ready/,
+    to be expired, and reported, again.
+    """
     moved = 0
     for name in store.names("ready"):
         ns = fmt.name_time_ns(name)
@@ -84,7 +94,12 @@ def expire(store: Store, cutoff: float) -> int:
             try:
                 batch = store.load_checked(fd, "ready", name, st.st_size)
             except JournalError:
-                continue  # quarantined or set aside, and logged: not ours to expire
+                continue  # quarantined, set aside or foreign, and logged: not ours to expire
+            if on_expired is not None:
+                try:
+                    on_expired(batch.events)
+                except Exception:  # noqa: BLE001 - a caller's bug must not strand the batch
+                    log.exception("the expiry callback raised for %s; expiring it anyway", name)
             try:
                 store.move("ready", name, "expired", name)
             except OSError as exc:
@@ -143,29 +158,42 @@ def _requeue_one(store: Store, which: str, name: str, *, explicit: bool) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Survey:
-    """Counts over one directory."""
+    """Counts over one directory, with how many files a reader keyed with the survey's
+    fingerprint would leave alone (``foreign_*``, ``newer``) or reads as unkeyed
+    (``legacy``: version 1)."""
 
     batches: int = 0
     events: int = 0
     size: int = 0
     oldest: float | None = None
+    foreign_batches: int = 0
+    foreign_events: int = 0
+    newer: int = 0
+    legacy: int = 0
 
 
 def survey(store: Store, where: str) -> Survey:
     """Batches, events (from headers, unverified), bytes and oldest creation time."""
-    batches = events = size = 0
+    batches = events = size = foreign_batches = foreign_events = newer = legacy = 0
     oldest: float | None = None
     for name in store.names(where):
-        found = store.peek_count(where, name)
+        found = store.peek(where, name)
         if found is None:
             continue
-        count, st = found
+        header, st = found
         batches += 1
-        events += count or 0  # unknown until read() checks the file
         size += st.st_size
         when = created(name, st)
         oldest = when if oldest is None else min(oldest, when)
-    return Survey(batches, events, size, oldest)
+        if isinstance(header, fmt.FutureBatchError):
+            newer += 1
+        elif header is not None:  # a header that fails its checks counts 0 events until read
+            events += header.count
+            legacy += header.fingerprint is None
+            if fmt.is_foreign(header, store.fingerprint):
+                foreign_batches += 1
+                foreign_events += header.count
+    return Survey(batches, events, size, oldest, foreign_batches, foreign_events, newer, legacy)
 
 
 def created(name: str, st: os.stat_result | None) -> float:

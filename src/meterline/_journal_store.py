@@ -19,7 +19,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from meterline import _journal_format as fmt
-from meterline._errors import JournalCorruptError, JournalError, JournalFullError
+from meterline._errors import (
+    JournalCorruptError,
+    JournalError,
+    JournalForeignError,
+    JournalFullError,
+)
 from meterline._fsops import FileOps
 from meterline._journal_layout import FILE_MODE, SUBDIRS
 
@@ -33,14 +38,26 @@ _LOG_EVERY = 30.0  # the same kind of disk error is logged at most this often
 
 
 class Store:
-    """One journal directory, its open descriptors, and its byte count."""
+    """One journal directory, its open descriptors, and its byte count.
 
-    def __init__(self, directory: str, fs: FileOps, clock: Callable[[], float]) -> None:
+    ``fingerprint`` is the reader's (None: read every file) and ``write_fingerprint`` what
+    every file written here carries.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        fs: FileOps,
+        clock: Callable[[], float],
+        fingerprint: bytes | None = None,
+    ) -> None:
         self.dir = directory
         self.fs = fs
         self.clock = clock
+        self.fingerprint = fingerprint
+        self.write_fingerprint = fmt.NO_FINGERPRINT if fingerprint is None else fingerprint
         self.paths = {sub: os.path.join(directory, sub) for sub in SUBDIRS}
-        self.skip: set[str] = set()  # ready/ names this process must not offer again
+        self.skip: set[str] = set()  # ready/ names this process set aside: never offered
         self._mutex = threading.Lock()
         self._fds: dict[int, tuple[int, int]] = {}  # every descriptor we hold -> (dev, ino)
         self._on_disk = 0  # bytes in ready/ + rejected/ at the last scan, kept up to date
@@ -125,39 +142,72 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------
 
-    def load(self, fd: int) -> fmt.Batch:
+    def load(self, fd: int, *, fingerprint: bytes | None = None) -> fmt.Batch:
         """Read and verify a whole file; the header first, so a lying length costs nothing.
 
-        Raises OSError, ``fmt.BatchFormatError`` or ``fmt.FutureBatchError``.
+        With a ``fingerprint``, a file written for another one is refused after its header
+        (``fmt.ForeignBatchError``): its payload is not ours to judge. Raises OSError,
+        ``fmt.BatchFormatError``, ``fmt.FutureBatchError`` or ``fmt.ForeignBatchError``.
         """
         size = self.fs.fstat(fd).st_size
         head = self._pread(fd, min(size, fmt.MAX_HEADER), 0)
         header = fmt.decode_header(head)
+        if fmt.is_foreign(header, fingerprint):
+            raise fmt.ForeignBatchError(header)
         expected = header.header_len + header.payload_len
         if expected != size:
             raise fmt.BatchFormatError(f"file is {size} bytes, its header says {expected}")
         return fmt.decode(head + self._pread(fd, size - len(head), len(head)))
 
     def load_checked(self, fd: int, where: str, name: str, size: int) -> fmt.Batch:
-        """``load``, but a corrupt file is quarantined (JournalCorruptError) and a file of
-        a newer format is left in place and skipped from now on (JournalError)."""
+        """``load`` with this store's fingerprint, but a corrupt file is quarantined
+        (JournalCorruptError), while a file of a newer format (JournalError) or written for
+        another fingerprint (JournalForeignError) is left in place and set aside: skipped
+        from now on, with one WARNING per file."""
         try:
-            return self.load(fd)
+            return self.load(fd, fingerprint=self.fingerprint)
         except OSError as exc:
             raise self.disk_error("read", f"reading {where}/{name} failed", exc) from exc
         except fmt.FutureBatchError as exc:
-            with self._mutex:
-                self.skip.add(name)
-            log.warning("left %s/%s in place for a newer meterline: %s", where, name, exc)
+            if self.set_aside(name):
+                log.warning("left %s/%s in place for a newer meterline: %s", where, name, exc)
             raise JournalError(f"{where}/{name}: {exc}; left in place") from exc
+        except fmt.ForeignBatchError as exc:
+            if self.set_aside(name):
+                log.warning(
+                    "left %s/%s in place: %s, not this journal's %s (another destination, "
+                    "endpoint or credential)",
+                    where,
+                    name,
+                    exc,
+                    fmt.short(self.write_fingerprint),
+                )
+            raise JournalForeignError(
+                f"{where}/{name}: {exc}, another destination, endpoint or credential; left in place"
+            ) from exc
         except fmt.BatchFormatError as exc:
             target = self.quarantine(where, name, str(exc), size)
             raise JournalCorruptError(
                 errno.EBADMSG, f"{where}/{name} failed its checks ({exc}); quarantined", target
             ) from exc
 
-    def peek_count(self, where: str, name: str) -> tuple[int | None, os.stat_result] | None:
-        """The unverified event count in a file's header, and its stat; None if gone."""
+    def set_aside(self, name: str) -> bool:
+        """Never offer ready/``name`` again in this process; False if it already was."""
+        with self._mutex:
+            if name in self.skip:
+                return False
+            self.skip.add(name)
+            return True
+
+    def set_aside_names(self) -> frozenset[str]:
+        with self._mutex:
+            return frozenset(self.skip)
+
+    def peek(
+        self, where: str, name: str
+    ) -> tuple[fmt.Header | fmt.FutureBatchError | None, os.stat_result] | None:
+        """A file's header as ``fmt.peek`` sees it (payload unchecked), and its stat; None
+        if the file is gone."""
         try:
             fd = self.fs.open(os.path.join(self.paths[where], name), READ)
         except FileNotFoundError:
@@ -168,7 +218,7 @@ class Store:
             raise self.disk_error("status", f"reading {where}/{name} failed", exc) from exc
         try:
             st = self.fs.fstat(fd)
-            return fmt.peek_count(self._pread(fd, fmt.HEADER_SIZE, 0)), st
+            return fmt.peek(self._pread(fd, min(st.st_size, fmt.MAX_HEADER), 0)), st
         except OSError as exc:
             raise self.disk_error("status", f"reading {where}/{name} failed", exc) from exc
         finally:
@@ -297,8 +347,7 @@ class Store:
             self._write_reason(target, text.encode())
             self.move(where, name, "quarantine", target)
         except OSError as exc:
-            with self._mutex:
-                self.skip.add(name)  # do not offer it again to this process
+            self.set_aside(name)  # do not offer it again to this process
             what = f"moving corrupt {where}/{name} ({reason}) to quarantine/"
             raise self.disk_error("quarantine", what, exc) from exc
         if where in ("ready", "rejected"):

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import struct
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+MAGIC = b"\x89MLJ"  # spelled out, not imported: these bytes are what 0.1 wrote
+FP_OURS = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+FP_THEIRS = bytes.fromhex("a1a2a3a4a5a6a7a8a9aaabacadaeafb0")
 
 _keys = itertools.count()
 
@@ -34,6 +41,31 @@ def key_of(body: bytes) -> str:
     key = orjson.loads(body)["idempotency_key"]
     assert isinstance(key, str)
     return key
+
+
+def craft(
+    payload: bytes,
+    count: int,
+    *,
+    version: int = 2,
+    flags: int = 0,
+    fingerprint: bytes = bytes(16),
+    layout: int | None = None,
+) -> bytes:
+    """A batch file with correct CRCs around whatever payload and fields we like: the
+    32-byte layout of version 1, else (or with ``layout=2``) the 48-byte layout with a
+    fingerprint."""
+    fields = (MAGIC, version, 0, flags, count, len(payload), zlib.crc32(payload))
+    if (layout or (1 if version == 1 else 2)) == 1:
+        head = struct.pack("<4sHHIIQI", *fields[:2], 32, *fields[3:])
+    else:
+        head = struct.pack("<4sHHIIQI16s", *fields[:2], 48, *fields[3:], fingerprint)
+    return head + struct.pack("<I", zlib.crc32(head)) + payload
+
+
+def encode_v1(events: Sequence[bytes]) -> bytes:
+    """A batch file exactly as meterline 0.1 wrote it (format version 1, no fingerprint)."""
+    return craft(b"\n".join(events), len(events), version=1)
 
 
 class FakeClock:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import orjson
@@ -13,17 +11,12 @@ from meterline import _journal_format as fmt
 from meterline._errors import JournalCorruptError, JournalError
 from meterline._journal import Journal
 from tests.journal.fsfakes import NoSyncFileOps
-from tests.journal.helpers import batch, event, files
+from tests.journal.helpers import FP_OURS, batch, craft, encode_v1, event, files
 
 SMALL = [event("k-small")]
-
-
-def craft(payload: bytes, count: int, *, version: int = 1, flags: int = 0) -> bytes:
-    """A batch file with correct CRCs around whatever payload and fields we like."""
-    head = struct.pack(
-        "<4sHHIIQI", fmt.MAGIC, version, 32, flags, count, len(payload), zlib.crc32(payload)
-    )
-    return head + struct.pack("<I", zlib.crc32(head)) + payload
+# A small file of each version this one reads: the current one with a fingerprint whose
+# bits are all worth flipping, and the version 0.1 wrote.
+GOOD = {"v2": fmt.encode(SMALL, fingerprint=FP_OURS), "v1": encode_v1(SMALL)}
 
 
 def damaged_variants(good: bytes) -> list[tuple[str, bytes]]:
@@ -42,9 +35,11 @@ def plant(journal: Journal, data: bytes, label: int) -> str:
     return name
 
 
-def test_format_detects_every_truncation_and_bit_flip():
-    """The decoder refuses every truncation and every single-bit flip of a small file."""
-    good = fmt.encode(SMALL)
+@pytest.mark.parametrize("version", sorted(GOOD))
+def test_format_detects_every_truncation_and_bit_flip(version):
+    """The decoder refuses every truncation and every single-bit flip of a small file of
+    either version, the fingerprint field included."""
+    good = GOOD[version]
     assert fmt.decode(good).events == SMALL
     for label, data in damaged_variants(good):
         try:
@@ -54,12 +49,17 @@ def test_format_detects_every_truncation_and_bit_flip():
         pytest.fail(f"accepted a damaged file: {label}")
 
 
-def test_every_damaged_file_is_quarantined_and_the_rest_flows(tmp_path, clock):
-    """Each truncated or bit-flipped file goes to quarantine/ with a reason and returns
-    nothing, while a good batch spilled alongside still replays."""
-    journal = Journal(tmp_path / "j", clock=clock, min_free_bytes=0, fs=NoSyncFileOps())
+@pytest.mark.parametrize("version", sorted(GOOD))
+def test_every_damaged_file_is_quarantined_and_the_rest_flows(tmp_path, clock, version):
+    """Each truncated or bit-flipped file, of either version, goes to quarantine/ with a
+    reason and returns nothing, even to a journal keyed with the file's own fingerprint (a
+    flipped fingerprint bit is corruption, never a foreign file), while a good batch
+    spilled alongside still replays."""
+    journal = Journal(
+        tmp_path / "j", clock=clock, min_free_bytes=0, fs=NoSyncFileOps(), fingerprint=FP_OURS
+    )
     journal.open()
-    good = fmt.encode(SMALL)
+    good = GOOD[version]
     variants = damaged_variants(good)
     for index, (label, data) in enumerate(variants):
         name = plant(journal, data, index)
@@ -75,6 +75,7 @@ def test_every_damaged_file_is_quarantined_and_the_rest_flows(tmp_path, clock):
         assert reason.strip(), label
         assert journal.ready() == []
     quarantine = Path(journal.directory, "quarantine")
+    assert journal.set_aside() == 0
     assert len(files(quarantine)) == len(variants)
     assert journal.status().quarantined == len(variants)
     events = batch(3)
@@ -99,6 +100,8 @@ def test_every_damaged_file_is_quarantined_and_the_rest_flows(tmp_path, clock):
         ("trailing newline", craft(b'{"idempotency_key":"a"}\n', 1), "lines"),
         ("empty payload", craft(b"", 1), "not valid JSON"),
         ("version zero", craft(b'{"idempotency_key":"a"}', 1, version=0), "version"),
+        ("v1, 48-byte header", craft(b'{"idempotency_key":"a"}', 1, version=1, layout=2), "48"),
+        ("v2, 32-byte header", craft(b'{"idempotency_key":"a"}', 1, layout=1), "32"),
         ("trailing bytes", fmt.encode(SMALL) + b"\0", "bytes"),
         ("bad rejected entry", craft(b'{"reasons":["r"],"event":1}', 1, flags=1), "event"),
         (
@@ -125,8 +128,8 @@ def test_crafted_bad_files_are_quarantined(make_journal, jdir, label, data, reas
 
 def test_future_version_is_left_in_place(make_journal, jdir, caplog):
     """A sound file from a newer meterline is neither sent nor moved, and is skipped."""
-    journal = make_journal()
-    future = craft(b"whatever a newer format holds", 7, version=2)
+    journal = make_journal(fingerprint=FP_OURS)
+    future = craft(b"whatever a newer format holds", 7, version=3)
     name = plant(journal, future, 1)
     journal.spill(batch(2))
     claim = journal.claim(journal.ready()[0])
@@ -143,13 +146,16 @@ def test_future_version_is_left_in_place(make_journal, jdir, caplog):
     other = journal.claim(journal.ready()[0])
     assert len(journal.read(other)) == 2
     assert "newer meterline" in caplog.text
+    assert (journal.replayable(), journal.set_aside()) == (1, 1)  # the other one is still there
+    assert journal.status().ready_newer_batches == 1
     assert name in [r.name for r in make_journal().ready()]  # a fresh process sees it again
 
 
-def test_unknown_flags_are_treated_as_a_newer_format(make_journal, jdir):
-    """A sound version-1 header with flags this version does not know is left alone."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_unknown_flags_are_treated_as_a_newer_format(make_journal, jdir, version):
+    """A sound header with flags this version does not know is left alone."""
     journal = make_journal()
-    name = plant(journal, craft(b'{"idempotency_key":"a"}', 1, flags=0x80), 1)
+    name = plant(journal, craft(b'{"idempotency_key":"a"}', 1, version=version, flags=0x80), 1)
     with pytest.raises(JournalError, match="flags"):
         journal.read(journal.claim(journal.ready()[0]))
     assert (jdir / "ready" / name).exists()

@@ -8,7 +8,7 @@ import os
 
 from meterline import _journal_format as fmt
 from tests.journal.fsfakes import FaultyFileOps
-from tests.journal.helpers import batch, files
+from tests.journal.helpers import batch, craft, files
 
 
 def put_tmp(jdir, data: bytes, label: int = 1) -> str:
@@ -90,15 +90,7 @@ def test_tmp_rejected_file_goes_to_rejected(make_journal, jdir):
 def test_tmp_file_of_a_newer_format_stays(make_journal, jdir):
     """Recovery does not move or destroy a tmp file written by a newer meterline."""
     make_journal().close()
-    payload = b"future"
-    head = fmt.encode([b'{"idempotency_key":"k"}'])[:8]
-    head = head[:4] + (2).to_bytes(2, "little") + head[6:8]
-    import struct
-    import zlib
-
-    body = head + struct.pack("<IIQI", 0, 1, len(payload), zlib.crc32(payload))
-    data = body + struct.pack("<I", zlib.crc32(body)) + payload
-    name = put_tmp(jdir, data)
+    name = put_tmp(jdir, craft(b"future", 1, version=3))
     make_journal()
     assert files(jdir / "tmp") == [name]
 
