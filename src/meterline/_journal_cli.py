@@ -9,11 +9,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 from ._config import Config
-from ._errors import MeterlineError
+from ._errors import ConfigError, JournalError, MeterlineError
 from ._journal import Journal, inspect_file
+from ._stats import ReplayResult
 
 __all__ = ["add_journal"]
 
@@ -34,7 +35,6 @@ def add_journal(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
     replay = sub.add_parser("replay", help="send the backlog now, with a progress bar")
     _where(replay)
-    replay.add_argument("--api-key", help="bearer token (default: $METERLINE_API_KEY)")
     replay.add_argument(
         "--timeout", type=float, default=None, help="give up after this many seconds"
     )
@@ -58,28 +58,60 @@ def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dir",
         type=Path,
-        help="journal directory (default: $METERLINE_JOURNAL_DIR, else the "
-        "per-user default for --base-url)",
+        help="journal directory (default: $METERLINE_JOURNAL_DIR, else the per-user "
+        "folder of this destination, endpoint and API key)",
     )
     parser.add_argument("--base-url", help="ingest base URL (default: $METERLINE_BASE_URL)")
+    parser.add_argument(
+        "--api-key",
+        help="API key the batches are for (default: $METERLINE_API_KEY, which keeps it out "
+        "of the process list); never printed",
+    )
 
 
-def _config(args: argparse.Namespace, **extra: Any) -> Config:
-    return Config.from_env(extra.pop("api_key", None), args.base_url, args.dir, **extra)
+def _fail(message: str, code: int = 2) -> NoReturn:
+    print(f"meterline: {message}", file=sys.stderr)
+    raise SystemExit(code)
 
 
-def _open(args: argparse.Namespace) -> Journal:
-    directory = _config(args).resolved_journal_dir()
+def _config(args: argparse.Namespace, *, need_key: bool = False) -> Config:
+    """The configuration the command acts for; exit 2 when it cannot say which journal."""
+    try:
+        config = Config.from_env(args.api_key, args.base_url, args.dir)
+    except ConfigError as exc:  # its message never holds the key
+        _fail(str(exc))
+    if need_key and config.api_key is None:
+        _fail(
+            "replay needs the API key the batches were written for: pass --api-key or set "
+            "METERLINE_API_KEY"
+        )
+    if config.journal_dir is None and config.api_key is None:
+        _fail(
+            "which journal? The default folder is per destination, endpoint and API key: "
+            "pass --dir, or give the key (--api-key or METERLINE_API_KEY)"
+        )
+    return config
+
+
+def _open(config: Config) -> Journal:
+    """The journal, keyed with the config's fingerprint when there is a key (else it reads
+    every file, as an operator's tool)."""
+    directory = config.resolved_journal_dir()
     if not directory.is_dir():
-        raise SystemExit(f"meterline: no journal at {directory}")
-    Journal.check_directory(directory)
-    journal = Journal(directory)
-    journal.open()
+        _fail(f"no journal at {directory}", 1)
+    fingerprint = config.journal_fingerprint if config.api_key is not None else None
+    journal = Journal(directory, fingerprint=fingerprint)
+    try:
+        journal.open()
+    except ConfigError as exc:  # an unsafe directory
+        _fail(str(exc))
+    except JournalError as exc:
+        _fail(str(exc), 1)
     return journal
 
 
 def _status(args: argparse.Namespace) -> int:
-    journal = _open(args)
+    journal = _open(_config(args))
     try:
         status = journal.status()
     finally:
@@ -91,10 +123,29 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     age = status.oldest_ready_age
     print(f"journal     {journal.directory}")
+    if status.fingerprint is None:
+        print("key         none given: every batch counts as this journal's")
+    else:
+        print(f"key         fingerprint {status.fingerprint[:8]}... (the API key's, one way)")
     print(
         f"ready       {status.ready_batches:,} batches, {status.ready_events:,} events, "
         f"{status.ready_bytes:,} bytes" + (f", oldest {_age(age)}" if age is not None else "")
     )
+    aside = []
+    if status.ready_foreign_batches:
+        aside.append(
+            f"{status.ready_foreign_batches:,} batches ({status.ready_foreign_events:,} "
+            "events) for another destination, endpoint or key"
+        )
+    if status.ready_newer_batches:
+        aside.append(f"{status.ready_newer_batches:,} from a newer meterline")
+    if aside:
+        print(f"  set aside {'; '.join(aside)}")
+    if status.ready_legacy_batches:
+        print(
+            f"  legacy    {status.ready_legacy_batches:,} batches from meterline 0.1, without "
+            "a fingerprint (any key replays them)"
+        )
     print(f"rejected    {status.rejected_batches:,} batches, {status.rejected_events:,} events")
     print(f"quarantine  {status.quarantined:,} files")
     print(f"expired     {status.expired_batches:,} batches, {status.expired_events:,} events")
@@ -103,45 +154,73 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    config = _config(args, need_key=True)
+    journal = _open(config)  # keyed like the client: it tells our batches from others'
+    try:
+        return _replay_with(config, journal, args.timeout)
+    finally:
+        journal.close()
+
+
+def _replay_with(config: Config, journal: Journal, timeout: float | None) -> int:
     from ._client import Client  # the CLI is the only place that needs both
 
-    config = _config(args)
-    journal = _open(args)
-    total = journal.status().ready_events
-    if total == 0:
+    status = journal.status()
+    if status.ready_batches == status.ready_foreign_batches + status.ready_newer_batches:
         print("nothing to replay")
-        journal.close()
+        _left(0, status.ready_foreign_batches + status.ready_newer_batches)
         return 0
+    total = status.ready_events - status.ready_foreign_events
     client = Client(
-        args.api_key, base_url=config.base_url, journal_dir=config.resolved_journal_dir()
+        config.api_key, base_url=config.base_url, journal_dir=config.resolved_journal_dir()
     )
     done = threading.Event()
-    result: list[Any] = []
+    outcome: list[ReplayResult | Exception] = []
 
     def run() -> None:
         try:
-            result.append(client.replay(timeout=args.timeout))
+            outcome.append(client.replay(timeout=timeout))
+        except Exception as exc:  # noqa: BLE001 - reported below, on the main thread
+            outcome.append(exc)
         finally:
             done.set()
 
-    worker = threading.Thread(target=run, daemon=True)
     start = time.monotonic()
-    worker.start()
-    while not done.wait(0.5):
-        _bar(total - journal.status().ready_events, total, start)
-    left = journal.status().ready_events
-    _bar(total - left, total, start)
-    print()
-    client.close()
-    journal.close()
-    if left:
+    try:
+        threading.Thread(target=run, name="meterline-journal-replay", daemon=True).start()
+        while not done.wait(0.5):
+            _bar(total - _ours(journal), total, start)
+        _bar(total - _ours(journal), total, start)
+        print()
+    finally:
+        client.close()
+    result = outcome[0] if outcome else RuntimeError("the replay thread ended without a result")
+    if isinstance(result, Exception):
+        _fail(f"replay failed: {type(result).__name__}: {result}", 1)
+    print(f"replayed    {result.replayed:,} events")
+    print(f"rejected    {result.rejected:,} events (kept in rejected/ with the reasons)")
+    print(f"expired     {result.expired:,} events (past journal_max_age: moved to expired/)")
+    _left(result.remaining_batches, result.set_aside)
+    if result.remaining_batches:
         print(
-            f"meterline: {left:,} events still waiting (endpoint down, or another process "
-            "is replaying); see the log",
+            f"meterline: {result.remaining_batches:,} batches still waiting (endpoint down, or "
+            "another process is replaying); see the log",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    return 0 if result.remaining_batches == 0 and result.expired == 0 else 1
+
+
+def _left(remaining: int, aside: int) -> None:
+    print(
+        f"left        {remaining:,} batches to retry, {aside:,} set aside (another "
+        "destination, endpoint or key, or a newer format)"
+    )
+
+
+def _ours(journal: Journal) -> int:
+    """Events in ready/ this key may send (progress; from headers, unverified)."""
+    status = journal.status()
+    return max(0, status.ready_events - status.ready_foreign_events)
 
 
 def _bar(done: int, total: int, start: float) -> None:
@@ -169,7 +248,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _requeue(args: argparse.Namespace) -> int:
-    journal = _open(args)
+    journal = _open(_config(args))
     try:
         moved = journal.requeue(args.which, args.name)
     except MeterlineError as exc:
