@@ -33,6 +33,7 @@ __all__ = [
     "journal_keys",
     "oldest_ready_age",
     "run_child",
+    "run_module",
     "wait_exit",
 ]
 
@@ -59,6 +60,16 @@ def run_child(
         [sys.executable, CHILDREN / script, *args],
         env=child_env(**{k: str(v) for k, v in env.items()}),
         stdin=stdin,
+    )
+    procs.append(proc)
+    return proc
+
+
+def run_module(procs: list[Proc], module: str, *args: str | os.PathLike[str], **env: Any) -> Proc:
+    """Start ``python -m <module> args`` (a command as users run it) like ``run_child``."""
+    proc = Proc(
+        [sys.executable, "-m", module, *args],
+        env=child_env(**{k: str(v) for k, v in env.items()}),
     )
     procs.append(proc)
     return proc
