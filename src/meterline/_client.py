@@ -6,7 +6,6 @@ import asyncio
 import atexit
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -16,15 +15,15 @@ from typing import Any
 from ._config import Config
 from ._errors import ConfigError
 from ._event import validate
+from ._errors import ClientClosedError
 from ._journal import Journal, ready_count
+from ._pipeline import Pipeline, close_all, open_pipelines
 from ._stats import DropReport, FlushResult, ReplayResult, Stats
 from ._transport import HttpxTransport, Transport
-from ._worker import Worker
 
 __all__ = ["Client", "close", "configure", "flush", "report"]
 
 Properties = Mapping[str, str | int | float | bool]
-_live: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
 class Client:
@@ -72,19 +71,22 @@ class Client:
                 max_bytes=config.journal_max_bytes,
                 max_age=config.journal_max_age,
                 min_free_bytes=config.journal_min_free_bytes,
+                fingerprint=config.journal_fingerprint,
             )
 
         self._journal_dir = directory
-        self._worker = Worker(
+        self._pipeline = pipeline = Pipeline(
             config,
             transport_factory=make_transport,
             journal_factory=make_journal,
             on_error=on_error,
             on_drop=on_drop,
         )
-        self._check_fork = self._worker.check_fork
-        self._submit = self._worker.submit
-        _live.add(self)
+        self._check_fork = pipeline.check_fork
+        self._submit = pipeline.submit
+        # A client dropped without close() still delivers: its pipeline closes itself in
+        # the background (threads end), or at the exit with every other open pipeline.
+        weakref.finalize(self, pipeline.orphan).atexit = False
 
     def __repr__(self) -> str:
         c = self._config
@@ -122,44 +124,41 @@ class Client:
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Send what is queued now and wait until it is delivered or journaled (at most
         ``timeout`` seconds). An older journal backlog is not waited for: see ``replay()``."""
-        return self._worker.flush(timeout)
+        return self._pipeline.flush(timeout)
 
     def close(self, timeout: float | None = None) -> FlushResult:
-        """Stop accepting events, send for at most ``timeout`` (default ``shutdown_timeout``)
-        seconds, journal the rest and stop the thread. Idempotent."""
-        return self._worker.close(timeout)
+        """Stop accepting events; for at most ``timeout`` (default ``shutdown_timeout``)
+        seconds send what is queued and, while the endpoint answers, the journal backlog;
+        journal the rest and stop the threads. Idempotent."""
+        return self._pipeline.close(timeout)
 
     def replay(self, timeout: float | None = None) -> ReplayResult:
-        """Ask the worker to replay the journal now and wait until it is empty or
-        ``timeout`` passes; another process may be the one replaying."""
-        before = self._worker.counters.snapshot()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        wake = threading.Event()
-        remaining = self._ready_batches()
-        while remaining:
-            self._worker.request_replay()
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            wake.wait(0.05 if left is None else min(0.05, left))
-            remaining = self._ready_batches()
-        after = self._worker.counters.snapshot()
+        """Replay the journal now and wait until nothing is left that this client may send,
+        another process is the one replaying, or ``timeout`` passes."""
+        before = self._pipeline.counters.snapshot()
+        remaining, aside, _ = self._pipeline.replay(timeout)
+        after = self._pipeline.counters.snapshot()
         return ReplayResult(
             replayed=after["replayed"] - before["replayed"],
             rejected=after["rejected"] - before["rejected"],
+            expired=after["expired"] - before["expired"],
             remaining_batches=remaining,
+            set_aside=aside,
         )
-
-    def _ready_batches(self) -> int:
-        return ready_count(self._journal_dir)
 
     def stats(self) -> Stats:
         """A read-only snapshot of the counters since the client started."""
-        data = self._worker.counters.snapshot()
-        data["reported"] = self._worker.reported()
+        pipeline = self._pipeline
+        data = pipeline.counters.snapshot()
+        data["reported"] = pipeline.reported()
         data["dropped"] = sum(data["dropped_by_reason"].values())
-        data["queue_events"] = self._worker.queue_events()
-        data["journal_ready_batches"] = self._ready_batches()
+        data["queue_events"] = pipeline.unsettled()
+        journal = pipeline.delivery.journal
+        try:
+            ready = journal.replayable() if journal is not None else None
+        except OSError:
+            ready = None
+        data["journal_ready_batches"] = ready if ready is not None else ready_count(self._journal_dir)
         return Stats(data)
 
     async def aflush(self, timeout: float | None = None) -> FlushResult:
@@ -189,11 +188,14 @@ _default_lock = threading.Lock()
 
 
 def configure(**kwargs: Any) -> Client:
-    """Create (or replace) the default client used by ``meterline.report()`` and friends."""
+    """Create (or replace) the default client used by ``meterline.report()`` and friends.
+
+    The swap is atomic: a ``meterline.report()`` that raced with it is sent through the new
+    client, never refused by the old one, which then closes within its bound."""
     global _default
+    new = Client(**kwargs)
     with _default_lock:
-        old, _default = _default, Client(**kwargs)
-        new = _default
+        old, _default = _default, new
     if old is not None:
         old.close()
     return new
@@ -219,9 +221,16 @@ def report(
     idempotency_key: str | None = None,
 ) -> str:
     """``report()`` on the default client (created from the environment on first use)."""
-    return _get_default().report(
-        customer, event_name, properties, timestamp=timestamp, idempotency_key=idempotency_key
-    )
+    while True:
+        client = _get_default()
+        try:
+            return client.report(
+                customer, event_name, properties, timestamp=timestamp, idempotency_key=idempotency_key
+            )
+        except ClientClosedError:
+            if _default is client:  # closed, not replaced: the caller's bug
+                raise
+            # configure() replaced it meanwhile: the report goes to the new default client
 
 
 def flush(timeout: float | None = None) -> FlushResult:
@@ -240,6 +249,6 @@ def close(timeout: float | None = None) -> FlushResult:
 
 @atexit.register
 def _close_all_at_exit() -> None:
-    # Runs before daemon threads are stopped; each close is bounded by shutdown_timeout.
-    for client in list(_live):
-        client.close()
+    # Runs before daemon threads are stopped: every open pipeline, whether or not its
+    # Client is still referenced, closes within one shutdown_timeout for all together.
+    close_all(open_pipelines(), None)

@@ -2,8 +2,12 @@
 
 A live batch is sent with the retry policy; what the server accepted is settled as sent,
 what it named invalid as rejected (kept in the journal's ``rejected/``), and what is still
-undelivered when the budget runs out goes to the journal. ``_replay`` drains the journal
-through the same ``send_once``.
+undelivered when the budget runs out goes to the journal. Only the destination's own answer
+counts: a 2xx whose body is not Orb's ingest answer, or a 400/422 that is not Orb's error
+body (an HTML page from a proxy, a portal or a catch-all route), is a transient failure,
+never a delivery and never a rejection. Whatever raises on the way (a transport, a
+response without a status, a callback), the batch in hand is journaled or kept. ``_replay``
+drains the journal through the same ``send_once``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._journal import Claim, Journal
 
-__all__ = ["Delivery", "Item"]
+__all__ = ["Batch", "Delivery", "Item"]
 
 
 class Item(NamedTuple):
-    """One serialized event in flight; ``idx`` orders it in its client's queue (-1: replay)."""
+    """One serialized event; ``idx`` orders it in its client's queue (-1: a replayed one)."""
 
     idx: int
     size: int
@@ -36,9 +40,22 @@ class Item(NamedTuple):
     body: bytes
 
 
-Settle = Callable[[Sequence[Item], str], None]
+class Batch:
+    """Events sent together, and in write-ahead mode the journal file that holds them."""
+
+    __slots__ = ("claim", "items")
+
+    def __init__(self, items: list[Item], claim: Claim | None = None) -> None:
+        self.items = items
+        self.claim = claim
+
+
+Settle = Callable[[Sequence[Item], str, str], None]  # items, outcome, drop reason
+Park = Callable[[Batch], None]
 ErrorHook = Callable[[BaseException, dict[str, object]], None]
 DropHook = Callable[[DropReport], None]
+
+DONE, RECOVERED, PARKED = "done", "recovered", "parked"
 
 
 @dataclass
@@ -62,16 +79,16 @@ class _Result:
 
 
 class Delivery:
-    """Delivers batches for one worker; every method runs on the worker thread."""
+    """Delivers batches for one pipeline: the sender sends; the spooler and close() spill."""
 
     def __init__(
         self,
         config: Config,
         *,
         transport_factory: Callable[[], Transport],
-        journal: Journal | None,
         counters: Counters,
         settle: Settle,
+        park: Park,
         stopping: threading.Event,
         sleep: Callable[[float], None],
         on_error: ErrorHook | None = None,
@@ -81,28 +98,37 @@ class Delivery:
         self._config = config
         self._transport_factory = transport_factory
         self._transport: Transport | None = None
-        self.journal = journal
+        self.journal: Journal | None = None
         self._counters = counters
         self._settle = settle
+        self._park = park
         self._stopping = stopping
         self._sleep = sleep
         self._on_error = on_error
         self._on_drop = on_drop
         self._clock = clock
+        self._secret = config.api_key
         self.circuit = Circuit(clock)
-        self.parked: list[Item] = []
         self._log = RateLimitedLog()
         self.deadline: float | None = None  # set by close(): no send may outlive it
         self.backlog = True  # the journal may hold ready batches (unknown at start)
+        self.in_flight: Batch | None = None  # the live batch being sent (close copies it)
 
     # -- live path ---------------------------------------------------------------------
 
-    def deliver(self, items: list[Item], *, final: bool = False) -> bool:
-        """Send a batch, else journal it; True when this send showed the endpoint recovered."""
-        claim = self._write_ahead(items)
+    def deliver(self, batch: Batch, *, final: bool = False) -> str:
+        """Send a batch, else journal it; RECOVERED when this send showed the endpoint is
+        back, PARKED when it could neither be sent nor journaled and waits in memory."""
+        self.in_flight = batch  # until settled: close() journals a copy if it must not wait
+        try:
+            return self._deliver(batch, final)
+        finally:
+            self.in_flight = None
+
+    def _deliver(self, batch: Batch, final: bool) -> str:
+        items = batch.items
         if not self.circuit.allow() or (final and self.circuit.is_open):
-            self._keep(items, claim, _Result(pending=list(items)), quiet=True)
-            return False
+            return self._keep(batch, _Result(pending=list(items)), quiet=True)
         probing = self.circuit.is_open
         result = self._send_with_retries(items, single=probing or final)
         recovered = False
@@ -112,17 +138,8 @@ class Delivery:
             self.circuit.fail(self._config.auth_probe_interval)
         else:
             self.circuit.fail(self._config.probe_interval)
-        self._keep(items, claim, result)
-        return recovered
-
-    def _write_ahead(self, items: list[Item]) -> Claim | None:
-        if self._config.durability != "write_ahead" or self.journal is None:
-            return None
-        try:
-            return self.journal.spill_held([it.body for it in items])
-        except JournalError as exc:
-            self._log.log(logging.ERROR, "wal", "meterline: write-ahead journaling failed: %s", exc)
-            return None
+        outcome = self._keep(batch, result)
+        return RECOVERED if recovered and outcome == DONE else outcome
 
     def _send_with_retries(self, items: list[Item], *, single: bool) -> _Result:
         total = _Result()
@@ -163,45 +180,72 @@ class Delivery:
             timeout = self.deadline - self._clock()
             if timeout <= 0:
                 return _Result(pending=items, error="shutdown deadline reached")
-        if self._transport is None:
-            self._transport = self._transport_factory()
         try:
+            if self._transport is None:
+                self._transport = self._transport_factory()
             response = self._transport.send([it.body for it in items], timeout=timeout)
+            status = response.status
+            if type(status) is not int:
+                raise TypeError(f"the transport's answer has a status of type {type(status)}")
+            return self._classify(items, response, status)
         except TransportError as exc:
-            return _Result(pending=items, error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a third-party transport must not kill the worker
-            logger.exception("meterline: transport raised an unexpected error")
-            return _Result(pending=items, error=f"{type(exc).__name__}: {exc}")
-        status = response.status
+            return _Result(pending=items, error=self.clean(str(exc)))
+        except BaseException as exc:  # noqa: BLE001 - a transport or a bug must not cost a batch
+            self._log.log(
+                logging.ERROR,
+                "transport",
+                "meterline: sending a batch failed unexpectedly (%s); keeping it",
+                self.clean(f"{type(exc).__name__}: {exc}"),
+            )
+            return _Result(pending=items, error=self.clean(f"{type(exc).__name__}: {exc}"))
+
+    def _classify(self, items: list[Item], response: Response, status: int) -> _Result:
         if 200 <= status < 300:
-            return self._accepted(items, response)
+            doc = response.json()
+            if isinstance(doc, dict) and isinstance(doc.get("validation_failed"), list):
+                return self._accepted(items, response)
+            return self._foreign(items, response, status)
         if is_retryable_status(status):
-            return _Result(pending=items, delay=retry_after(response.headers), error=_why(response))
-        if status == 413:
+            return _Result(pending=items, delay=retry_after(response.headers), error=self._why(response))
+        if status == 413:  # a proxy's size limit is real whoever answers: split
             if len(items) == 1:
                 return _Result(rejected=[(items[0], ["413: event too large for the server"])])
             return self._halves(items)
-        if status == 400:
+        if status in (400, 422):
+            if not _is_error_body(response.json()):
+                return self._foreign(items, response, status)
             return self._bad_request(items, response)
         # 401, 403, 404, ...: the endpoint refuses us; keep everything, tell loudly, probe slowly.
-        return _Result(pending=items, error=_why(response), refused=True)
+        return _Result(pending=items, error=self._why(response), refused=True)
+
+    def _foreign(self, items: list[Item], response: Response, status: int) -> _Result:
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        error = f"HTTP {status} ({kind}) is not an ingest answer"
+        self._log.log(
+            logging.ERROR,
+            "foreign",
+            "meterline: %s from %s: a proxy, portal or wrong base_url? Keeping the events",
+            error,
+            self._config.ingest_url,
+        )
+        return _Result(pending=items, error=error)
 
     def _accepted(self, items: list[Item], response: Response) -> _Result:
         self._counters.add("bytes_sent", sum(len(it.body) for it in items))
-        bad = rejected_keys(response) if response.status == 200 else {}
+        bad = rejected_keys(response)
         if not bad:
             return _Result(delivered=items)
         result = _Result()
         for it in items:
             if it.key in bad:
-                result.rejected.append((it, bad[it.key]))
+                result.rejected.append((it, [self.clean(r) for r in bad[it.key]]))
             else:
                 result.delivered.append(it)
         return result
 
     def _bad_request(self, items: list[Item], response: Response) -> _Result:
         named = rejected_keys(response)
-        bad = [(it, named[it.key]) for it in items if it.key in named]
+        bad = [(it, [self.clean(r) for r in named[it.key]]) for it in items if it.key in named]
         if bad:
             result = _Result(rejected=bad)
             rest = [it for it in items if it.key not in named]
@@ -209,7 +253,7 @@ class Delivery:
                 result.merge(self.send_once(rest))
             return result
         if len(items) == 1:
-            return _Result(rejected=[(items[0], [_why(response)])])
+            return _Result(rejected=[(items[0], [self._why(response)])])
         return self._halves(items)
 
     def _halves(self, items: list[Item]) -> _Result:
@@ -218,30 +262,33 @@ class Delivery:
         result.merge(self.send_once(items[mid:]))
         return result
 
-    def _keep(
-        self, items: list[Item], claim: Claim | None, result: _Result, *, quiet: bool = False
-    ) -> None:
+    # -- settling ----------------------------------------------------------------------
+
+    def _keep(self, batch: Batch, result: _Result, *, quiet: bool = False) -> str:
         """Settle every event of a finished batch: sent, rejected, journaled or parked.
 
         The journal is brought up to date first, so that once ``flush()`` sees an event
         settled its file is already acknowledged, settled or written.
         """
+        claim = batch.claim
+        batch.claim = None
+        outcome = DONE
         if result.rejected:
             self._reject(result.rejected, claim if not result.pending else None)
             if not result.pending:
                 claim = None
         if result.pending:
             if not quiet:
-                self.report_failure(result, len(items))
+                self.report_failure(result, len(batch.items))
             if claim is not None:
                 self._keep_claimed(claim, result)
-            else:
-                self._spill(result.pending)
+            elif not self.spill(result.pending):
+                outcome = PARKED
         elif claim is not None and self.journal is not None:
             self.quietly(self.journal.ack, claim)
         if result.delivered:
-            self._counters.add("sent", len(result.delivered))
-            self._settle(result.delivered, "sent")
+            self._settle(result.delivered, "sent", "")
+        return outcome
 
     def _keep_claimed(self, claim: Claim, result: _Result) -> None:
         assert self.journal is not None
@@ -254,12 +301,10 @@ class Delivery:
         else:
             self.quietly(self.journal.release, claim)
         self.backlog = True
-        self._counters.add("journaled", len(result.pending))
-        self._settle(result.pending, "journaled")
+        self._settle(result.pending, "journaled", "")
 
     def _reject(self, rejected: list[tuple[Item, list[str]]], claim: Claim | None) -> None:
         items = [it for it, _ in rejected]
-        self._counters.add("rejected", len(items))
         self._log.log(
             logging.WARNING,
             "rejected",
@@ -268,47 +313,51 @@ class Delivery:
             items[0].key,
             "; ".join(rejected[0][1]),
         )
-        self._call_on_error(
+        self.call_on_error(
             ValueError("events rejected by the server"),
             {"rejected": {it.key: reasons for it, reasons in rejected}},
         )
-        pairs = [(it.body, reasons) for it, reasons in rejected]
-        if self.journal is not None:
-            try:
-                if claim is None:
-                    claim = self.journal.spill_held([it.body for it in items])
-                self.journal.settle(claim, rejected=pairs)
-            except JournalError as exc:
-                self._log.log(
-                    logging.ERROR, "rejectlog", "meterline: could not keep rejected events: %s", exc
-                )
-        self._settle(items, "rejected")
+        self.keep_rejected(rejected, claim)
+        self._settle(items, "rejected", "")
 
-    def _spill(self, items: list[Item]) -> None:
+    def keep_rejected(self, rejected: list[tuple[Item, list[str]]], claim: Claim | None) -> None:
+        """Write rejected events with their reasons to ``rejected/`` (settling ``claim``)."""
+        pairs = [(it.body, reasons) for it, reasons in rejected]
         if self.journal is None:
-            self._park(items, "no usable journal")
             return
         try:
-            self.journal.spill([it.body for it in items])
+            if claim is None:
+                claim = self.journal.spill_held([it.body for it, _ in rejected])
+            self.journal.settle(claim, rejected=pairs)
+        except (JournalError, ValueError) as exc:
+            self._log.log(
+                logging.ERROR, "rejectlog", "meterline: could not keep rejected events: %s", exc
+            )
+
+    def spill(self, items: list[Item], *, final: bool = False) -> bool:
+        """Journal events without sending them; False when the journal cannot take them
+        now and they went back to memory (``final``: dropped, counted, instead)."""
+        journal = self.journal
+        try:
+            if journal is None:
+                raise JournalError("no usable journal")
+            journal.spill([it.body for it in items])
         except JournalFullError as exc:
-            self.drop(items, "journal_full", str(exc))
-            return
+            return self._cannot_journal(items, "journal_full", str(exc), final)
         except JournalError as exc:
-            self._park(items, str(exc))
-            return
+            return self._cannot_journal(items, "journal_unavailable", str(exc), final)
         except ValueError as exc:  # the journal refused the bytes themselves: a bug, not a disk
             logger.exception("meterline: the journal refused a batch")
             self.drop(items, "unjournalable", str(exc))
-            return
+            return True
         self.backlog = True
-        self._counters.add("journaled", len(items))
-        self._settle(items, "journaled")
+        self._settle(items, "journaled", "")
+        return True
 
-    def spill_now(self, items: list[Item]) -> None:
-        """Journal a batch without trying to send it (memory pressure, or past the deadline)."""
-        self._spill(items)
-
-    def _park(self, items: list[Item], why: str) -> None:
+    def _cannot_journal(self, items: list[Item], reason: str, why: str, final: bool) -> bool:
+        if final:
+            self.drop(items, reason, why)
+            return True
         self._log.log(
             logging.ERROR,
             "park",
@@ -316,31 +365,31 @@ class Delivery:
             len(items),
             why,
         )
-        self.parked.extend(items)
-
-    def retry_parked(self, *, final: bool = False) -> None:
-        """Try again with events that could neither be sent nor journaled."""
-        items, self.parked = self.parked, []
-        for start in range(0, len(items), self._config.max_batch_events):
-            self.deliver(items[start : start + self._config.max_batch_events], final=final)
-
-    def drop_parked(self, reason: str) -> None:
-        items, self.parked = self.parked, []
-        if items:
-            self.drop(items, reason, "still unjournaled at close")
+        self._park(Batch(list(items)))
+        return False
 
     def drop(self, items: Sequence[Item], reason: str, detail: str) -> None:
-        logger.error("meterline: dropped %d event(s): %s (%s)", len(items), reason, detail)
-        self._counters.drop(reason, len(items))
-        self._settle(items, "dropped")
-        if self._on_drop is not None:
-            report = DropReport(
+        """Give events up, counted with ``reason`` and reported to ``on_drop``."""
+        if not items:
+            return
+        self._log.log(
+            logging.ERROR, f"drop:{reason}", "meterline: dropped %d event(s): %s (%s)",
+            len(items), reason, detail,
+        )
+        self._settle(items, "dropped", reason)
+        self.report_drop(
+            DropReport(
                 reason, len(items), tuple(it.key for it in items), tuple(it.body for it in items)
             )
-            try:
-                self._on_drop(report)
-            except Exception:  # noqa: BLE001 - a user callback must not kill the worker
-                logger.exception("meterline: on_drop callback raised")
+        )
+
+    def report_drop(self, report: DropReport) -> None:
+        if self._on_drop is None:
+            return
+        try:
+            self._on_drop(report)
+        except BaseException:  # noqa: BLE001 - a user callback must not cost events or a thread
+            logger.exception("meterline: on_drop callback raised")
 
     def report_failure(self, result: _Result, n: int) -> None:
         """Log (rate-limited) and tell ``on_error`` that events could not be delivered."""
@@ -352,17 +401,17 @@ class Delivery:
             n,
             result.error or "unknown error",
         )
-        self._call_on_error(
+        self.call_on_error(
             ConnectionError(result.error or "delivery failed"),
             {"events": len(result.pending), "refused": result.refused},
         )
 
-    def _call_on_error(self, exc: BaseException, info: dict[str, object]) -> None:
+    def call_on_error(self, exc: BaseException, info: dict[str, object]) -> None:
         if self._on_error is None:
             return
         try:
             self._on_error(exc, info)
-        except Exception:  # noqa: BLE001 - a user callback must not kill the worker
+        except BaseException:  # noqa: BLE001 - a user callback must not cost events or a thread
             logger.exception("meterline: on_error callback raised")
 
     def quietly(self, fn: Callable[[Claim], None], claim: Claim) -> None:
@@ -371,25 +420,39 @@ class Delivery:
         except JournalError as exc:
             self._log.log(logging.ERROR, "journal", "meterline: journal operation failed: %s", exc)
 
+    def clean(self, text: str) -> str:
+        """``text`` without the API key, whatever a server or a library echoed."""
+        secret = self._secret
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+        return text
+
+    def _why(self, response: Response) -> str:
+        doc = response.json()
+        detail = ""
+        if isinstance(doc, dict):
+            detail = str(doc.get("detail") or doc.get("title") or "")
+        return self.clean(f"HTTP {response.status}" + (f": {detail[:200]}" if detail else ""))
+
     def close(self) -> None:
-        if self._transport is not None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
             try:
-                self._transport.close()
-            except Exception:  # noqa: BLE001 - closing must not raise at exit
+                transport.close()
+            except BaseException:  # noqa: BLE001 - closing must not raise at exit
                 logger.debug("meterline: transport close failed", exc_info=True)
-            self._transport = None
 
     def forget_after_fork(self) -> None:
-        """In a forked child: drop the parent's connection and parked events without I/O."""
+        """In a forked child: drop the parent's connection without I/O."""
         self._transport = None
-        self.parked = []
+        self.in_flight = None
         if self.journal is not None:
             self.journal.after_fork_in_child()
 
 
-def _why(response: Response) -> str:
-    doc = response.json()
-    detail = ""
-    if isinstance(doc, dict):
-        detail = str(doc.get("detail") or doc.get("title") or "")
-    return f"HTTP {response.status}" + (f": {detail[:200]}" if detail else "")
+def _is_error_body(doc: object) -> bool:
+    """Whether a 400/422 body is the destination's error document (Orb: RFC 7807 fields or
+    ``validation_errors``), not a proxy's page."""
+    return isinstance(doc, dict) and any(
+        name in doc for name in ("validation_errors", "validation_failed", "type", "title", "status")
+    )

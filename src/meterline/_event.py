@@ -96,12 +96,16 @@ def validate(
     """Check one event against the rules of ``report()`` and return it ready to enqueue."""
     if type(customer) is not str or not customer or len(customer) > MAX_NAME_CHARS:
         _bad_name("customer", customer)
+    if not customer.isascii():  # O(1) in CPython: only non-ASCII text pays for the check
+        _check_utf8("customer", customer)
     if event_name not in _good_names:
         _check_event_name(event_name)
     if idempotency_key is None:
         key = new_key()
     elif type(idempotency_key) is str and idempotency_key and len(idempotency_key) <= MAX_KEY_CHARS:
         key = idempotency_key
+        if not key.isascii():
+            _check_utf8("idempotency_key", key)
     else:
         raise InvalidEventError(
             "idempotency_key", f"must be a non-empty str of at most {MAX_KEY_CHARS} characters"
@@ -121,8 +125,12 @@ def validate(
         for k, v in props.items():
             if type(k) is not str or not k:
                 raise InvalidEventError("properties", f"keys must be non-empty str, got {k!r}")
+            if not k.isascii():
+                _check_utf8("properties", k)
             t = type(v)
             if t is str:
+                if not v.isascii():
+                    _check_utf8(f"properties[{k!r}]", v)
                 chars += len(k) + len(v)
             elif t is int:
                 if not _INT_MIN <= v <= _INT_MAX:
@@ -138,6 +146,8 @@ def validate(
                 chars += len(k) + 24
             else:
                 props[k] = _coerce(k, v)
+                if type(props[k]) is str and not props[k].isascii():
+                    _check_utf8(f"properties[{k!r}]", props[k])
                 chars += len(k) + 24 + (len(props[k]) if type(props[k]) is str else 0)
     ts: int | str = time.time_ns() if timestamp is None else _utc_string(timestamp)
     # An upper bound of the JSON size (every char escaped to six bytes) avoids serializing
@@ -151,6 +161,17 @@ def validate(
             )
         size = exact
     return (key, customer, event_name, props, ts, size)
+
+
+def _check_utf8(field: str, value: str) -> None:
+    """Refuse text UTF-8 cannot encode (a lone surrogate): found here, not by the serializer
+    on the worker, where it would take a whole batch of good events with it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEventError(
+            field, f"is not valid Unicode text (a lone surrogate at position {exc.start})"
+        ) from None
 
 
 def _bad_name(field: str, value: object) -> None:
@@ -171,6 +192,8 @@ def _check_event_name(value: object) -> None:
     assert isinstance(value, str)
     if not _WHITESPACE.isdisjoint(value) or not value.isprintable():
         raise InvalidEventError("event_name", "must not contain whitespace or control characters")
+    if not value.isascii():
+        _check_utf8("event_name", value)
     if len(_good_names) < 4096:
         _good_names.add(value)
 

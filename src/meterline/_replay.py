@@ -18,18 +18,20 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ._delivery import Delivery, Item
-from ._errors import JournalCorruptError, JournalError
-from ._stats import Counters, RateLimitedLog
+from ._errors import JournalCorruptError, JournalError, JournalForeignError
+from ._stats import Counters, DropReport, RateLimitedLog
 
 if TYPE_CHECKING:
     from ._config import Config
     from ._journal import BatchRef, Journal
 
-__all__ = ["Replayer"]
+__all__ = ["EMPTY", "FAILED", "MORE", "NOT_LEADER", "Replayer"]
+
+MORE, EMPTY, NOT_LEADER, FAILED = "more", "empty", "not leader", "failed"
 
 
 class Replayer:
-    """Replays journal batches for one worker; every method runs on the worker thread."""
+    """Replays journal batches for one pipeline; every method runs on the sender thread."""
 
     def __init__(
         self,
@@ -50,30 +52,46 @@ class Replayer:
         self._log = RateLimitedLog()
         self._next_at = 0.0
 
-    def replay(self, *, budget: float, should_yield: Callable[[], bool]) -> bool:
-        """Replay journal batches for up to ``budget`` seconds; True if more is waiting."""
+    def replay(self, *, budget: float, should_yield: Callable[[], bool]) -> str:
+        """Replay journal batches for up to ``budget`` seconds. MORE: batches are waiting;
+        EMPTY: nothing left this process may send; NOT_LEADER: another process replays;
+        FAILED: the endpoint failed (the circuit says when to try again)."""
         delivery = self._delivery
         journal = delivery.journal
         if journal is None or not delivery.circuit.allow():
-            return False
+            return FAILED
         try:
             if not journal.try_lead():
-                return False
-            journal.expire()
+                return NOT_LEADER
+            journal.expire(on_expired=self._expired)
             refs = journal.ready()
         except JournalError as exc:
             self._log.log(logging.ERROR, "replay", "meterline: cannot read the journal: %s", exc)
-            return False
+            return FAILED
         if not refs:
             delivery.backlog = False
-            return False
+            return EMPTY
         end = self._clock() + budget
         for ref in refs:
             if self._stopping.is_set() or should_yield() or self._clock() >= end:
-                return True
+                return MORE
             if not self._replay_one(journal, ref):
-                return False
-        return False
+                return FAILED
+        return MORE
+
+    def _expired(self, bodies: list[bytes]) -> None:
+        """Batches older than ``journal_max_age`` left ready/ unsent: count and report."""
+        self._counters.add("expired", len(bodies))
+        self._log.log(
+            logging.ERROR,
+            "expired",
+            "meterline: %d journaled event(s) passed journal_max_age and moved to expired/ "
+            "(send them with a backfill)",
+            len(bodies),
+        )
+        self._delivery.report_drop(
+            DropReport("expired", len(bodies), tuple(_key_of(b) for b in bodies), tuple(bodies))
+        )
 
     def _replay_one(self, journal: Journal, ref: BatchRef) -> bool:
         """One batch; False when the endpoint failed and replay should stop for now."""
@@ -86,6 +104,9 @@ class Replayer:
         except JournalCorruptError as exc:
             self._log.log(logging.WARNING, "corrupt", "meterline: quarantined a batch: %s", exc)
             return True
+        except JournalForeignError as exc:  # left in place for the client it belongs to
+            self._log.log(logging.WARNING, "foreign", "meterline: %s", exc)
+            return True
         except JournalError as exc:
             self._log.log(logging.ERROR, "replay", "meterline: cannot replay a batch: %s", exc)
             delivery.quietly(journal.release, claim)
@@ -93,6 +114,11 @@ class Replayer:
         self._pace(len(bodies))
         items = [Item(-1, 0, _key_of(body), body) for body in bodies]
         result = delivery.send_once(items)
+        if result.rejected:
+            delivery.call_on_error(
+                ValueError("replayed events rejected by the server"),
+                {"rejected": {it.key: reasons for it, reasons in result.rejected}},
+            )
         if result.delivered:
             self._counters.add("replayed", len(result.delivered))
         if result.rejected:

@@ -131,6 +131,10 @@ class Circuit:
         self._open = False
         return was_open
 
+    def postpone(self, interval: float) -> None:
+        """Move the next probe ``interval`` seconds on, open or not (nothing to probe with)."""
+        self._next_probe = self._clock() + interval * random.uniform(0.9, 1.1)
+
     def fail(self, interval: float) -> None:
         """Open (or keep open) the circuit and schedule the next probe."""
         self._open = True

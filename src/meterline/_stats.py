@@ -27,9 +27,10 @@ logger.addHandler(logging.NullHandler())
 class Stats(Mapping[str, Any]):
     """A read-only snapshot of a client's counters since it started.
 
-    ``reported`` = every event ``report()`` accepted; each one ends as ``sent``, ``journaled``
-    (then possibly ``replayed``), ``rejected`` or ``dropped`` (with a reason), or is still
-    counted in ``queue_events``.
+    ``reported`` = every key ``report()`` returned; each such event ends as ``sent``,
+    ``journaled`` (then possibly ``replayed`` or ``expired``), ``rejected``, ``deduplicated``
+    or ``dropped`` (with a reason in ``dropped_by_reason``), or is still counted in
+    ``queue_events``.
     """
 
     __slots__ = ("_data",)
@@ -66,6 +67,7 @@ class FlushResult:
     rejected: int = 0
     dropped: int = 0
     pending: int = 0
+    deduplicated: int = 0
 
     def __bool__(self) -> bool:
         return self.pending == 0 and self.dropped == 0
@@ -91,6 +93,8 @@ class Counters:
         self.journaled = 0
         self.replayed = 0
         self.rejected = 0
+        self.deduplicated = 0
+        self.expired = 0
         self.bytes_sent = 0
         self.dropped_by_reason: dict[str, int] = {}
 
@@ -110,6 +114,8 @@ class Counters:
                 "journaled": self.journaled,
                 "replayed": self.replayed,
                 "rejected": self.rejected,
+                "deduplicated": self.deduplicated,
+                "expired": self.expired,
                 "bytes_sent": self.bytes_sent,
                 "dropped_by_reason": dict(self.dropped_by_reason),
             }

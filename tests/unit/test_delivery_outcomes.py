@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from meterline._config import Config
-from meterline._delivery import Delivery, Item
+from meterline._delivery import Batch, Delivery, Item
 from meterline._stats import Counters
 from meterline._transport import Response, TransportError
 from meterline.testing import FlakyTransport, RecordingTransport
@@ -48,19 +48,35 @@ def _items(n: int) -> list[Item]:
     return out
 
 
+class Deliverer:
+    """A Delivery with the batch wrapping of the pipeline around it."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.circuit = delivery.circuit
+        self.parked: list[Batch] = []
+
+    def deliver(self, items: list[Item]) -> str:
+        return self.delivery.deliver(Batch(items))
+
+
 def _delivery(transport, sleeps, journal=None, **options):
     settled: Counter[str] = Counter()
     config = Config(api_key="k", **options)
+    parked: list[Batch] = []
     d = Delivery(
         config,
         transport_factory=lambda: transport,
-        journal=journal,
         counters=Counters(),
-        settle=lambda items, outcome: settled.update({outcome: len(items)}),
+        settle=lambda items, outcome, reason: settled.update({outcome: len(items)}),
+        park=parked.append,
         stopping=threading.Event(),
         sleep=sleeps.append,
     )
-    return d, settled
+    d.journal = journal
+    wrapper = Deliverer(d)
+    wrapper.parked = parked
+    return wrapper, settled
 
 
 def test_429_waits_exactly_what_retry_after_says():

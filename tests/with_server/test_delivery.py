@@ -9,7 +9,7 @@ import time
 import pytest
 
 from meterline.testing import wait_until
-from tests.support.fault_server import Step
+from tests.support.fault_server import FaultServer, Step
 
 
 def test_ten_thousand_events_arrive_once_with_exact_fields(server, make_client):
@@ -148,22 +148,32 @@ def test_unauthorized_journals_everything_and_logs_without_the_key(
 def test_connection_refused_journals_then_replays_when_the_endpoint_returns(
     server, make_client, journal_dir
 ):
-    """With nothing listening the batch is journaled; a new client replays it once up."""
+    """With nothing listening the batch is journaled; a new client replays it once the
+    endpoint listens again, and a client of another endpoint never sends it."""
     import socket
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    dead_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    port = sock.getsockname()[1]
     sock.close()
+    dead_url = f"http://127.0.0.1:{port}/v1"
     down = make_client(base_url=dead_url, retry_attempts=2)
     keys = {down.report("c", "e", {"n": i}) for i in range(30)}
     result = down.close(timeout=10)
     assert (result.journaled, result.pending, result.dropped) == (30, 0, 0)
     assert list((journal_dir / "ready").iterdir())
-    up = make_client()
-    assert up.replay(timeout=10)
-    assert server.keys() == keys
-    assert up.stats()["replayed"] == 30
+    other = make_client()  # another endpoint on the same journal_dir: leaves them alone
+    replay = other.replay(timeout=10)
+    assert (replay.remaining_batches, replay.set_aside, server.count()) == (0, 1, 0)
+    revived = FaultServer(port=port).start()
+    try:
+        up = make_client(base_url=dead_url)
+        assert up.replay(timeout=10)
+        assert revived.keys() == keys
+        assert up.stats()["replayed"] == 30
+    finally:
+        up.close(timeout=2)
+        revived.stop()
 
 
 def test_sixteen_threads_reporting_at_once(server, make_client):
@@ -234,7 +244,7 @@ def test_flush_is_cheap_when_nothing_is_pending(make_client):
     for _ in range(1000):
         assert client.flush(timeout=1)
     assert time.perf_counter() - t0 < 0.5
-    assert client._worker._thread is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("meterline")]
 
 
 def test_report_after_close_raises(make_client):

@@ -55,19 +55,25 @@ def test_a_second_client_replays_what_the_first_journaled(server, make_client, j
     assert all(server.deliveries[k] == 1 for k in keys)
 
 
-def test_full_journal_drops_with_a_reason_and_on_drop(server, make_client):
-    """With the journal at its byte limit, undeliverable batches are dropped, counted and
-    passed to on_drop with their keys; the application keeps running."""
+def test_full_journal_keeps_events_in_memory_then_drops_them_at_close_with_a_reason(
+    server, make_client
+):
+    """With the journal at its byte limit, undeliverable batches wait in memory (the queue
+    had room); only a close() with the endpoint still down drops them, counted and passed
+    to on_drop with their keys and bodies."""
     server.outage_status = 503
     drops = []
     client = make_client(journal_max_bytes=1, retry_attempts=1, on_drop=drops.append)
     keys = {client.report("c", "e", {"i": i}) for i in range(20)}
-    result = client.flush(timeout=10)
-    assert result.dropped == 20
-    assert not result
+    result = client.flush(timeout=1)
+    assert (result.dropped, result.pending) == (0, 20)
+    assert client.stats()["queue_events"] == 20
+    closed = client.close(timeout=1)
+    assert closed.dropped == 20
+    assert not closed
     assert client.stats()["dropped_by_reason"] == {"journal_full": 20}
     assert {k for d in drops for k in d.idempotency_keys} == keys
-    assert all(d.reason == "journal_full" for d in drops)
+    assert all(d.reason == "journal_full" and len(d.events) == d.count for d in drops)
 
 
 def test_unusable_journal_keeps_events_in_memory_and_accounts_for_them_at_close(

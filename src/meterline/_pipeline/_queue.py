@@ -1,0 +1,142 @@
+"""The memory queue: where ``report()`` puts an event, and where one is turned away.
+
+The caller's side takes no lock at all, so ``report()`` is safe from a signal handler that
+interrupts another ``report()`` on the same thread (a lock there deadlocks). It relies on
+what CPython's GIL guarantees: ``deque.append``/``popleft`` and ``len`` are atomic, and an
+integer ``+=`` on an attribute runs without a thread switch or a signal handler in between
+(both happen only at calls and backward jumps).
+
+When memory is full the caller first gives the spooler a few milliseconds to move batches
+to disk (it never waits on the network), then turns the event away: it stays on the queue
+as a one-element entry, so that the spooler reports it, body included, to ``on_drop`` and
+counts it as dropped with reason ``queue_full``, in order with everything else.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from meterline._event import SIZE, Pending
+from meterline._pipeline._settle import Settlement
+
+__all__ = ["Queue", "Wake"]
+
+_ROOM_WAIT = 0.005  # the longest a full queue holds report() back, in seconds
+_ROOM_POLL = 0.0002
+_NO_ROOM_BACKOFF = 0.1  # after a wait that found no room, drop at once for this long
+
+
+class Wake:
+    """``threading.Event.set()`` made safe against re-entry from a signal handler (the
+    event's own lock is not re-entrant); the thread waiting on it is never left asleep."""
+
+    __slots__ = ("_setting", "event")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._setting = False
+
+    def __call__(self) -> None:
+        if self._setting or self.event.is_set():
+            return  # whoever is setting it now (this thread, interrupted) wakes the waiter
+        self._setting = True
+        try:
+            self.event.set()
+        finally:
+            self._setting = False
+
+
+class Queue:
+    """Events accepted and not yet taken by the spooler, with the memory bounds."""
+
+    def __init__(
+        self,
+        settlement: Settlement,
+        *,
+        max_events: int,
+        max_bytes: int,
+        batch_events: int,
+        batch_bytes: int,
+        eager: bool,
+        wake: Wake,
+        own_thread: Callable[[], bool],
+    ) -> None:
+        self.entries: deque[Any] = deque()  # Pending, or (Pending,) for one turned away
+        self.in_bytes = 0  # written by callers only
+        self.out_bytes = 0  # written by the spooler only
+        self.pressure = False  # a caller found memory full: the spooler journals at once
+        self._settlement = settlement
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._batch_events = 1 if eager else batch_events
+        self._batch_bytes = batch_bytes
+        self._wake = wake
+        self._own_thread = own_thread
+        self._no_room_until = 0.0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def queued_bytes(self) -> int:
+        return self.in_bytes - self.out_bytes
+
+    def put(self, event: Pending) -> None:
+        """Enqueue one validated event, or turn it away when memory stays full."""
+        entries = self.entries
+        if self._full(event[SIZE]) and not self._wait_for_room(event[SIZE]):
+            entries.append((event,))
+            self._wake()
+            return
+        entries.append(event)
+        self.in_bytes += event[SIZE]
+        if len(entries) >= self._batch_events or self.in_bytes - self.out_bytes >= (
+            self._batch_bytes
+        ):
+            self._wake()
+
+    def _full(self, size: int) -> bool:
+        held = self._settlement
+        return (
+            len(self.entries) + held.held_events >= self._max_events
+            or self.in_bytes - self.out_bytes + held.held_bytes + size > self._max_bytes
+        )
+
+    def _wait_for_room(self, size: int) -> bool:
+        """Let the spooler journal for at most a few ms; never on a meterline thread."""
+        if self._own_thread():
+            return False
+        now = time.monotonic()
+        if now < self._no_room_until:
+            return False
+        self.pressure = True
+        self._wake()
+        deadline = now + _ROOM_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(_ROOM_POLL)  # gives the spooler the GIL
+            if not self._full(size):
+                return True
+        self._no_room_until = time.monotonic() + _NO_ROOM_BACKOFF
+        return False
+
+    def take(self, max_events: int, max_bytes: int) -> list[Any]:
+        """Up to ``max_events`` entries, cut by estimated bytes (spooler; under the
+        settlement lock, so that indexes follow queue order)."""
+        entries = self.entries
+        out: list[Any] = []
+        size = 0
+        while entries and len(out) < max_events:
+            entry = entries[0]
+            if len(entry) != 1:
+                if out and size + entry[SIZE] > max_bytes:
+                    break
+                size += entry[SIZE]
+            out.append(entries.popleft())
+        self.out_bytes += size
+        return out
+
+    def reset_pressure(self) -> None:
+        self.pressure = False
