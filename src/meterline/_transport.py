@@ -222,7 +222,9 @@ class HttpxTransport:
     def _describe(self, exc: Exception, bound: float) -> str:
         """A message for ``exc`` that names no header and no secret."""
         name = type(exc).__name__
-        if isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException)):
+        if isinstance(exc, (httpx.ConnectTimeout, httpcore.ConnectTimeout)):
+            text = f"no connection within {min(self._connect_timeout, bound):g} s"
+        elif isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException)):
             text = f"no complete answer within {bound:g} s"
         elif isinstance(exc, (httpx.LocalProtocolError, httpcore.LocalProtocolError)):
             text = "the request could not be written as HTTP/1.1"  # h11 quotes the header
