@@ -66,6 +66,9 @@ class DeadlineStream(httpcore.NetworkStream):
         return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if len(buffer) <= WRITE_PIECE:  # most requests: one piece, no copy
+            self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
+            return
         view = memoryview(buffer)
         for start in range(0, len(view), WRITE_PIECE):
             piece = bytes(view[start : start + WRITE_PIECE])
