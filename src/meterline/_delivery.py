@@ -113,12 +113,14 @@ class Delivery:
         self.deadline: float | None = None  # set by close(): no send may outlive it
         self.backlog = True  # the journal may hold ready batches (unknown at start)
         self.in_flight: Batch | None = None  # the live batch being sent (close copies it)
+        self.in_flight_since = 0.0
 
     # -- live path ---------------------------------------------------------------------
 
     def deliver(self, batch: Batch, *, final: bool = False) -> str:
         """Send a batch, else journal it; RECOVERED when this send showed the endpoint is
         back, PARKED when it could neither be sent nor journaled and waits in memory."""
+        self.in_flight_since = self._clock()
         self.in_flight = batch  # until settled: close() journals a copy if it must not wait
         try:
             return self._deliver(batch, final)

@@ -58,12 +58,14 @@ class Replayer:
         FAILED: the endpoint failed (the circuit says when to try again)."""
         delivery = self._delivery
         journal = delivery.journal
-        if journal is None or not delivery.circuit.allow():
+        if journal is None:
             return FAILED
         try:
             if not journal.try_lead():
                 return NOT_LEADER
-            journal.expire(on_expired=self._expired)
+            journal.expire(on_expired=self._expired)  # needs no network: even while it is down
+            if not delivery.circuit.allow():
+                return FAILED
             refs = journal.ready()
         except JournalError as exc:
             self._log.log(logging.ERROR, "replay", "meterline: cannot read the journal: %s", exc)

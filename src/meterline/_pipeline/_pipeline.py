@@ -42,6 +42,7 @@ __all__ = ["Pipeline", "close_all", "open_pipelines"]
 # idna" for good, and no request from the child would ever reach the endpoint.
 
 _STEP = 0.005  # how often close() looks at its pipelines
+_STUCK = 0.5  # a send at close taking longer than this (or a quarter of the bound): journal
 _JOURNAL_RETRY = 5.0  # seconds between attempts to open a journal that failed to open
 
 # Every pipeline that has started its threads and is not closed, referenced strongly: the
@@ -120,6 +121,7 @@ class Pipeline:
         self._journal_lock = threading.Lock()
         self._waiter: Waiter | None = None
         self._deadline = 0.0
+        self._bound = 0.0
         self._inline = False
         self.delivery = Delivery(
             config,
@@ -366,6 +368,7 @@ class Pipeline:
         with self.settlement.lock:
             self._waiter = self.settlement.waiter(len(self.queue))
         self._deadline = deadline
+        self._bound = max(0.0, deadline - self.clock())
         self.delivery.deadline = deadline - self._reserve()
         self.retry_stop.set()
         self.spooler_stop = True
@@ -405,6 +408,10 @@ class Pipeline:
             self._journal_rest()
             self._finish()
             return True
+        if self.delivery.in_flight is not None and now - self.delivery.in_flight_since > min(
+            _STUCK, self._bound / 4
+        ):
+            self._journal_waiting()  # the endpoint is slow or hung: what waits goes to disk now
         if self._inline:  # no sender thread (interpreter shutdown): send from here
             batch = self.take_batch()
             if batch is not None:
@@ -413,6 +420,19 @@ class Pipeline:
                 self._finish()
                 return True
         return False
+
+    def _journal_waiting(self, *, final: bool = False) -> None:
+        """Journal the batches still waiting for the sender (not the one in flight);
+        ``final``: what the disk refuses is dropped, counted."""
+        delivery = self.delivery
+        journal = delivery.journal
+        while (batch := self.take_batch()) is not None:
+            if batch.claim is not None and journal is not None:
+                claim, batch.claim = batch.claim, None
+                delivery.quietly(journal.release, claim)
+                self.settle(batch.items, "journaled")
+            elif not delivery.spill(batch.items, final=final):
+                return  # the disk refuses: it went back to the outbox; the end will decide
 
     def _journal_rest(self) -> None:
         """The bound is near: journal what is not delivered, the batch in flight included."""
@@ -423,14 +443,7 @@ class Pipeline:
         in_flight = delivery.in_flight
         if in_flight is not None:
             self._journal_copy(in_flight)
-        while (batch := self.take_batch()) is not None:
-            journal = delivery.journal
-            if batch.claim is not None and journal is not None:
-                claim, batch.claim = batch.claim, None
-                delivery.quietly(journal.release, claim)
-                self.settle(batch.items, "journaled")
-            else:
-                delivery.spill(batch.items, final=True)
+        self._journal_waiting(final=True)
 
     def _journal_copy(self, batch: Batch) -> None:
         """close() gave up waiting for a send (a hung endpoint): journal a copy of that

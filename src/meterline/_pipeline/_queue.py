@@ -27,7 +27,7 @@ __all__ = ["Queue", "Wake"]
 
 _ROOM_WAIT = 0.005  # the longest a full queue holds report() back, in seconds
 _ROOM_POLL = 0.0002
-_NO_ROOM_BACKOFF = 0.1  # after a wait that found no room, drop at once for this long
+_NO_ROOM_BACKOFF = 0.1  # with the journal refusing, drop at once for this long after a wait
 
 
 class Wake:
@@ -69,6 +69,7 @@ class Queue:
         self.in_bytes = 0  # written by callers only
         self.out_bytes = 0  # written by the spooler only
         self.pressure = False  # a caller found memory full: the spooler journals at once
+        self.disk_refuses = False  # the journal refused the spooler's last spill
         self._settlement = settlement
         self._max_events = max_events
         self._max_bytes = max_bytes
@@ -77,6 +78,7 @@ class Queue:
         self._wake = wake
         self._own_thread = own_thread
         self._no_room_until = 0.0
+        self._waiting: set[int] = set()  # threads waiting for room now
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -107,20 +109,26 @@ class Queue:
 
     def _wait_for_room(self, size: int) -> bool:
         """Let the spooler journal for at most a few ms; never on a meterline thread."""
-        if self._own_thread():
-            return False
+        me = threading.get_ident()
+        if me in self._waiting or self._own_thread():
+            return False  # a report() from a signal handler that interrupted a wait: no nesting
         now = time.monotonic()
         if now < self._no_room_until:
             return False
-        self.pressure = True
-        self._wake()
-        deadline = now + _ROOM_WAIT
-        while time.monotonic() < deadline:
-            time.sleep(_ROOM_POLL)  # gives the spooler the GIL
-            if not self._full(size):
-                return True
-        self._no_room_until = time.monotonic() + _NO_ROOM_BACKOFF
-        return False
+        self._waiting.add(me)
+        try:
+            self.pressure = True
+            self._wake()
+            deadline = now + _ROOM_WAIT
+            while time.monotonic() < deadline:
+                time.sleep(_ROOM_POLL)  # gives the spooler the GIL
+                if not self._full(size):
+                    return True
+            if self.disk_refuses:  # the spooler cannot make room: do not hold every report back
+                self._no_room_until = time.monotonic() + _NO_ROOM_BACKOFF
+            return False
+        finally:
+            self._waiting.discard(me)
 
     def take(self, max_events: int, max_bytes: int) -> list[Any]:
         """Up to ``max_events`` entries, cut by estimated bytes (spooler; under the

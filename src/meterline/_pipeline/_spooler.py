@@ -128,7 +128,8 @@ class Spooler:
                 delivery.backlog = True
                 pipe.settle(batch.items, "journaled", "")
                 return
-            delivery.spill(batch.items)  # when the disk refuses, it goes back to the outbox
+            # When the disk refuses, the batch goes back to memory, in the outbox.
+            pipe.queue.disk_refuses = not delivery.spill(batch.items)
             return
         pipe.outbox.append(batch)
 

@@ -89,6 +89,10 @@ if mode == "cfork8":
         raise SystemExit("warm-up flush failed")
     ok = failed = stuck = 0
     for round_ in range(8):
+        # The previous round's 10 events are sent first: left queued, the next round's
+        # reports would complete a batch and wake a thread at the instant of the fork.
+        if not client.flush(timeout=10):
+            raise SystemExit("a round's flush failed")
         settle()
         for i in range(10):
             client.report("cust_p", "before_fork", {"round": round_, "i": i})
