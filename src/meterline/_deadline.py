@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 
 __all__ = ["DeadlineBackend", "within"]
 
-# A write is re-clamped every this many bytes: one socket send waits at most the time that
-# was left when its piece started, so a server that reads slowly cannot stretch a large
-# body either.
-WRITE_PIECE = 16 * 1024
+# A large write is re-clamped every this many bytes, so a server that stops reading cannot
+# stretch a large body. (httpcore waits up to the given timeout for each socket send, so a
+# piece the kernel takes in several sends can still overrun a little; smaller pieces cost a
+# system call each, and 64 KiB keeps a usual batch to one write, as before.)
+WRITE_PIECE = 64 * 1024
 
 _local = threading.local()
 
