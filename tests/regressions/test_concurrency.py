@@ -136,18 +136,21 @@ def test_forks_from_c_right_after_reporting_leave_working_children(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", ["first report", "first request in flight"])
-def test_os_fork_as_the_worker_starts_sending_leaves_a_working_child(
+@pytest.mark.parametrize(
+    "moment", ["first report", "first request in flight", "first request in flight, C fork"]
+)
+def test_a_fork_as_the_worker_starts_sending_leaves_a_working_child(
     server: FaultServer, tmp_path: Path, procs, moment: str
 ):
-    """os.fork() in a fresh process right after its first report() (the worker starting),
-    or while its first request is held unanswered by the endpoint: the child can still
-    report and flush successfully."""
+    """A fork in a fresh process right after its first report() (the worker starting), or
+    while its first request is held unanswered by the endpoint (os.fork, or libc's fork()
+    with the GIL held): the child can still report and flush successfully."""
     if moment == "first report":
         proc = run_child(procs, "forks.py", "osfork", server.url, tmp_path / "j")
     else:
         server.push(Step(hang=True))
-        proc = run_child(procs, "forks.py", "inflight", server.url, tmp_path / "j", stdin=True)
+        mode = "cinflight" if moment.endswith("C fork") else "inflight"
+        proc = run_child(procs, "forks.py", mode, server.url, tmp_path / "j", stdin=True)
         proc.expect("sending", timeout=20)
         wait_until(lambda: server.requests, timeout=10)  # the first request is in flight
         assert proc.popen.stdin is not None

@@ -2,18 +2,21 @@
 
 cfork8     fork from C with the GIL held (libc's fork() through ctypes.PyDLL, as uWSGI
            does: no Python at-fork hook runs) right after report(), 8 times. Each round
-           reports 10 events (not a full batch, and the flush timer is far away, so no
-           meterline thread is woken by it: a thread waiting for the GIL at the instant
-           of a C fork can hang CPython itself in the child, whatever the library does)
-           and forks at once. Each child reports 5 events and flushes; it exits 0 only if
-           all 5 were sent. Prints "children ok O failed F stuck S" (a child still
-           running 10 s later is killed and counted as stuck).
+           reports 10 events and forks at once. No report() fills a batch and the flush
+           timer is far away, so none wakes a thread: a thread waiting for the GIL at the
+           instant of a C fork leaves the child's GIL state (its drop request and
+           condition variables) pointing at a thread that does not exist there, which hangs
+           CPython itself in the child whatever the library does. Each child reports 5
+           events and flushes; it exits 0 only if all 5 were sent. Prints "children ok O
+           failed F stuck S" (a child still running 10 s later is killed: stuck).
 osfork     a fresh process reports its first event and os.fork()s at once, while the
            worker is starting; the child reports 5, flushes and exits 0 only if all 5 were
            sent. Prints "child status C".
 inflight   reports a full batch, prints "sending", and os.fork()s when a line arrives on
            stdin (the test sends it once the endpoint holds that first request, unanswered);
            the child as in osfork. Prints "child status C".
+cinflight  the same, forked from C with the GIL held (the worker is blocked in the socket,
+           not waiting for the GIL, so CPython's own state stays sound in the child).
 """
 
 from __future__ import annotations
@@ -30,8 +33,14 @@ import meterline
 warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() of a threaded process
 
 mode, url, journal_dir = sys.argv[1:4]
+# cfork8: batches of 500 (8 rounds of 10 never fill one) and a far timer, so no report()
+# wakes a thread; osfork/inflight: a full batch of 20 wakes the worker to send at once.
 client = meterline.Client(
-    api_key="k", base_url=url, journal_dir=journal_dir, max_batch_events=20, flush_interval=30
+    api_key="k",
+    base_url=url,
+    journal_dir=journal_dir,
+    max_batch_events=500 if mode == "cfork8" else 20,
+    flush_interval=30,
 )
 
 
@@ -109,7 +118,7 @@ if mode == "cfork8":
     print(f"children ok {ok} failed {failed} stuck {stuck}", flush=True)
     if not client.flush(timeout=10):
         raise SystemExit("the parent's own events were not delivered")
-elif mode in ("osfork", "inflight"):
+elif mode in ("osfork", "inflight", "cinflight"):
     if mode == "osfork":
         client.report("cust_p", "before_fork", {"i": 0})
     else:
@@ -117,7 +126,7 @@ elif mode in ("osfork", "inflight"):
             client.report("cust_p", "before_fork", {"i": i})
         print("sending", flush=True)
         sys.stdin.readline()
-    pid = os.fork()
+    pid = ctypes.PyDLL(None).fork() if mode == "cinflight" else os.fork()
     if pid == 0:
         child()
     code = wait_child(pid, time.monotonic() + 10)
