@@ -45,3 +45,11 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo .bench
+
+# The long chaos run: N seeded runs of real processes against a fault-injecting endpoint,
+# two at a time; prints the figures and every violation with its seed; fails on any.
+N ?= 500
+SEED ?= 1
+.PHONY: chaos
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run --runs $(N) --seed $(SEED) --workers 2
