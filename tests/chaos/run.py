@@ -1,9 +1,11 @@
 """The long chaos run: ``python -m tests.chaos.run --runs N --seed S [--workers 2]``.
 
-Runs seeds S, S+1, ..., S+N-1 (each drawing its scenario, unless ``--scenario``), two at a
-time by default, prints the figures of all runs together and every violation with the
-seed and scenario to re-run it with (``--runs 1 --seed X --scenario Y --keep`` keeps the
-run's folder: logs, stats, journals). Exits 1 if any run found a violation.
+Runs seeds S, S+1, ..., S+N-1 (or ``--seeds A,B,...``; each draws its scenario unless
+``--scenario`` forces one), two at a time by default, prints the figures of all runs
+together and every violation with the seed and scenario to re-run it with (``--runs 1
+--seed X --scenario Y --keep`` keeps the run's folder: logs, stats, journals, the
+server's arrivals). ``--src DIR`` runs the children against another copy of meterline.
+Exits 1 if any run found a violation.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos.run", description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", default=None, help="a comma-separated list, instead of a range")
     parser.add_argument("--scenario", choices=SCENARIOS, default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep every run's folder")
@@ -80,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         "src/), instead of this checkout's",
     )
     args = parser.parse_args(argv)
-    seeds = range(args.seed, args.seed + args.runs)
+    seeds = (
+        [int(x) for x in args.seeds.split(",") if x.strip()]
+        if args.seeds
+        else list(range(args.seed, args.seed + args.runs))
+    )
     t0 = time.monotonic()
     results: list[dict[str, Any]] = []
     if args.workers <= 1:
