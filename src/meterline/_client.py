@@ -13,9 +13,8 @@ from types import TracebackType
 from typing import Any
 
 from ._config import Config
-from ._errors import ConfigError
+from ._errors import ClientClosedError, ConfigError
 from ._event import validate
-from ._errors import ClientClosedError
 from ._journal import Journal, ready_count
 from ._pipeline import Pipeline, close_all, open_pipelines
 from ._stats import DropReport, FlushResult, ReplayResult, Stats
@@ -158,7 +157,9 @@ class Client:
             ready = journal.replayable() if journal is not None else None
         except OSError:
             ready = None
-        data["journal_ready_batches"] = ready if ready is not None else ready_count(self._journal_dir)
+        data["journal_ready_batches"] = (
+            ready if ready is not None else ready_count(self._journal_dir)
+        )
         return Stats(data)
 
     async def aflush(self, timeout: float | None = None) -> FlushResult:
@@ -225,7 +226,11 @@ def report(
         client = _get_default()
         try:
             return client.report(
-                customer, event_name, properties, timestamp=timestamp, idempotency_key=idempotency_key
+                customer,
+                event_name,
+                properties,
+                timestamp=timestamp,
+                idempotency_key=idempotency_key,
             )
         except ClientClosedError:
             if _default is client:  # closed, not replaced: the caller's bug

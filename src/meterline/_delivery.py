@@ -208,7 +208,9 @@ class Delivery:
                 return self._accepted(items, response)
             return self._foreign(items, response, status)
         if is_retryable_status(status):
-            return _Result(pending=items, delay=retry_after(response.headers), error=self._why(response))
+            return _Result(
+                pending=items, delay=retry_after(response.headers), error=self._why(response)
+            )
         if status == 413:  # a proxy's size limit is real whoever answers: split
             if len(items) == 1:
                 return _Result(rejected=[(items[0], ["413: event too large for the server"])])
@@ -375,8 +377,12 @@ class Delivery:
         if not items:
             return
         self._log.log(
-            logging.ERROR, f"drop:{reason}", "meterline: dropped %d event(s): %s (%s)",
-            len(items), reason, detail,
+            logging.ERROR,
+            f"drop:{reason}",
+            "meterline: dropped %d event(s): %s (%s)",
+            len(items),
+            reason,
+            detail,
         )
         self._settle(items, "dropped", reason)
         self.report_drop(
@@ -456,5 +462,6 @@ def _is_error_body(doc: object) -> bool:
     """Whether a 400/422 body is the destination's error document (Orb: RFC 7807 fields or
     ``validation_errors``), not a proxy's page."""
     return isinstance(doc, dict) and any(
-        name in doc for name in ("validation_errors", "validation_failed", "type", "title", "status")
+        name in doc
+        for name in ("validation_errors", "validation_failed", "type", "title", "status")
     )

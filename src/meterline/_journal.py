@@ -8,7 +8,8 @@ Layout, one directory per destination, endpoint and credential (directories 0700
     rejected/    events the server refused, each with the server's reasons
     quarantine/  files that failed their checks, each next to a ``<name>.reason`` text
     expired/     batches older than max_age, unsent, for a backfill
-    locks/       replay.lock: the process holding its flock is the replay leader
+    locks/       replay.lock: the process holding its flock is the replay leader (a
+                 keyed journal leads its own files: replay-<fingerprint>.lock)
 
 A batch file is a header (magic, version, flags, count, payload length, CRC32 of the
 payload, fingerprint, CRC32 of the header) then the events' exact bytes as JSON Lines
@@ -400,7 +401,11 @@ class Journal:
         with self._lead_mutex:  # two descriptors of ours would exclude each other
             if self._leader_fd is not None:
                 return True
-            path = os.path.join(self._store.paths["locks"], "replay.lock")
+            # One leader per fingerprint: on a shared directory, the leader for one account
+            # must not keep another account's client from replaying its own files.
+            keyed = self.fingerprint
+            name = "replay.lock" if keyed is None else f"replay-{keyed.hex()[:16]}.lock"
+            path = os.path.join(self._store.paths["locks"], name)
             try:
                 fd, _ = self._store.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW_CLOEXEC)
                 try:

@@ -75,10 +75,11 @@ def test_endpoint_down_exit_is_bounded_and_a_second_process_replays(
     """With nothing listening, the script exits within shutdown_timeout with all events
     journaled, and a second process on the same journal delivers each exactly once."""
     journal_dir = tmp_path / "j"
+    url = closed_port_url()
     proc, code, elapsed, keys = run_reporter(
         procs,
         "exit",
-        closed_port_url(),
+        url,
         journal_dir,
         1000,
         METERLINE_SHUTDOWN_TIMEOUT=shutdown_timeout,
@@ -86,10 +87,17 @@ def test_endpoint_down_exit_is_bounded_and_a_second_process_replays(
     assert code == 0, proc.output()
     assert elapsed < float(shutdown_timeout) + 2.0, elapsed  # slack: interpreter start-up
     assert ready_events(journal_dir) == 1000
-    assert replay(procs, server.url, journal_dir) == "replayed 1000 remaining 0"
-    assert server.keys() == set(keys)
+    # Another endpoint on the same journal never receives them: they were written for `url`.
+    assert replay(procs, server.url, journal_dir) == "replayed 0 remaining 0"
+    assert server.count() == 0
+    revived = FaultServer(port=int(url.split(":")[2].split("/")[0])).start()
+    try:
+        assert replay(procs, url, journal_dir) == "replayed 1000 remaining 0"
+        assert revived.keys() == set(keys)
+        assert all(n == 1 for n in revived.deliveries.values())
+    finally:
+        revived.stop()
     assert len(keys) == 1000
-    assert all(n == 1 for n in server.deliveries.values())
 
 
 def test_hung_endpoint_exit_is_bounded_by_shutdown_timeout(tmp_path: Path, procs):

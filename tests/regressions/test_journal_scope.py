@@ -17,6 +17,7 @@ import pytest
 
 import meterline
 from meterline import DropReport
+from meterline._config import Config
 from meterline._journal import Journal
 from meterline.testing import wait_until
 from tests.regressions.helpers import (
@@ -139,12 +140,15 @@ def test_two_endpoints_sharing_one_journal_dir_each_get_only_their_own_events(
 def test_a_process_that_does_not_lead_replay_idles_without_spinning(
     server: FaultServer, journal_dir: Path, procs
 ):
-    """A process that cannot lead replay (another process holds locks/replay.lock), after a
+    """A process that cannot lead replay (another process holds its replay lock), after a
     blip left a backlog on disk, uses under 10% of a core while idle."""
     journal = Journal(journal_dir)
     journal.open()
     journal.close()
-    fd = os.open(journal_dir / "locks" / "replay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    # The follower's key is "k" on this server: the leader's lock is the one for its files.
+    config = Config(api_key="k", base_url=server.url, journal_dir=journal_dir)
+    lock = f"replay-{config.journal_fingerprint.hex()[:16]}.lock"
+    fd = os.open(journal_dir / "locks" / lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         server.outage_status = 503

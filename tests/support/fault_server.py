@@ -78,7 +78,7 @@ class Request:
 class FaultServer:
     """Counts unique keys like the real API and fails when told to."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.lock = threading.Lock()
         self.received: dict[str, dict[str, Any]] = {}  # key -> first event body
         self.deliveries: dict[str, int] = {}  # key -> times it arrived in an accepted request
@@ -99,7 +99,7 @@ class FaultServer:
         self._stopped = threading.Event()
         self._release = threading.Event()
         handler = _make_handler(self)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
-
 from meterline._delivery import Batch, Item
 from meterline._event import KEY, SIZE, Pending, serialize, serialize_many
 
@@ -44,7 +42,9 @@ def cut(
     for i, entry in enumerate(entries):
         if len(entry) == 1:
             pending = entry[0]
-            out.turned_away.append(Item(first + i, 0, pending[KEY], _body_or_empty(pending, customer_field)))
+            out.turned_away.append(
+                Item(first + i, 0, pending[KEY], _body_or_empty(pending, customer_field))
+            )
         else:
             events.append((first + i, entry))
     bodies = _serialize(events, customer_field, out)
@@ -105,6 +105,3 @@ def _same(a: Pending, b: Pending) -> bool:
         return False
     ta, tb = a[4], b[4]
     return ta == tb or (type(ta) is int and type(tb) is int)
-
-
-

@@ -107,7 +107,7 @@ class Pipeline:
         self.outbox: deque[Batch] = deque()
         self.retry_stop = threading.Event()  # close(): no more backoffs, failures to disk
         self.sender_stop = threading.Event()
-        self.spooler_stop = False
+        self.spooler_stop = threading.Event()
         self.flush_wanted = False
         self.replay_wanted = False
         self.replay_status: str | None = None
@@ -130,7 +130,7 @@ class Pipeline:
             settle=self.settle,
             park=self._park,
             stopping=self.retry_stop,
-            sleep=self.retry_stop.wait,
+            sleep=self._nap,
             on_error=self._on_error,
             on_drop=self._on_drop,
             clock=self.clock,
@@ -140,10 +140,18 @@ class Pipeline:
             self.delivery,
             counters=self.counters,
             stopping=self.sender_stop,
-            sleep=self.sender_stop.wait,
+            sleep=self._pace,
             clock=self.clock,
         )
         self._spooler = Spooler(self)
+
+    def _nap(self, seconds: float) -> None:
+        """A retry backoff that close() cuts short."""
+        self.retry_stop.wait(seconds)
+
+    def _pace(self, seconds: float) -> None:
+        """Replay pacing that the end of close() cuts short."""
+        self.sender_stop.wait(seconds)
 
     # -- the caller's side -----------------------------------------------------------------
 
@@ -273,12 +281,15 @@ class Pipeline:
         """The sender's last act: release the connection (the journal stays for close())."""
         self.delivery.close()
 
+    def _journal_opened(self) -> bool:
+        return self.delivery.journal is not None
+
     def open_journal(self) -> bool:
         """Open the journal if it is not (at most every few seconds after a failure)."""
         if self.delivery.journal is not None:
             return True
         with self._journal_lock:
-            if self.delivery.journal is not None:
+            if self._journal_opened():  # another thread opened it meanwhile
                 return True
             now = self.clock()
             if now - self._journal_tried < _JOURNAL_RETRY:
@@ -371,7 +382,7 @@ class Pipeline:
         self._bound = max(0.0, deadline - self.clock())
         self.delivery.deadline = deadline - self._reserve()
         self.retry_stop.set()
-        self.spooler_stop = True
+        self.spooler_stop.set()
         self.spool_wake()
         self.open_journal()
         self._inline = not self._threads or not self._threads[1].is_alive()

@@ -105,6 +105,3 @@ class Sender:
                 status = FAILED
         pipe.replay_status = status
         return status
-
-
-

@@ -38,7 +38,7 @@ class Spooler:
         wake = pipe.spool_wake.event
         next_flush = clock() + self._interval * random.uniform(0.9, 1.1)
         pipe.open_journal()
-        while not pipe.spooler_stop:
+        while not pipe.spooler_stop.is_set():
             wait = next_flush - clock()
             if wait > 0 and not (self._wal and len(pipe.queue)):
                 wake.wait(wait)
@@ -46,7 +46,7 @@ class Spooler:
             if pipe.orphaned:
                 pipe.close_orphan()
                 return
-            if pipe.spooler_stop:
+            if pipe.spooler_stop.is_set():
                 return
             now = clock()
             timer = now >= next_flush
@@ -68,9 +68,13 @@ class Spooler:
         with pipe.spool_lock:
             top_up_keys()
             while True:
-                if not everything and not queue.pressure and not (
-                    len(queue) >= config.max_batch_events
-                    or queue.queued_bytes() >= config.max_batch_bytes
+                if (
+                    not everything
+                    and not queue.pressure
+                    and not (
+                        len(queue) >= config.max_batch_events
+                        or queue.queued_bytes() >= config.max_batch_bytes
+                    )
                 ):
                     return
                 with settlement.lock:

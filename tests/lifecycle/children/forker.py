@@ -34,19 +34,23 @@ def print_keys(who: str, keys: list[str]) -> None:
 
 
 def wait_until_worker_idle() -> None:
-    """Until the worker thread sleeps in its loop's wait (no I/O, no lock held)."""
-    worker = next(t for t in threading.enumerate() if t.name == "meterline-worker")
+    """Until every meterline thread sleeps in a threading wait (no I/O, no lock held, not
+    waiting for the GIL), 20 looks in a row."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        frame = sys._current_frames().get(worker.ident or 0)
-        names = []
-        while frame is not None:
-            names.append(frame.f_code.co_name)
-            frame = frame.f_back
-        if names[:2] == ["wait", "wait"] and names[2:3] == ["_loop"]:
-            return
-        time.sleep(0.005)
-    raise SystemExit("the worker never went idle")
+    calm = 0
+    while calm < 20:
+        if time.monotonic() > deadline:
+            raise SystemExit("the meterline threads never went idle")
+        frames = sys._current_frames()
+        threads = [t for t in threading.enumerate() if t.name.startswith("meterline")]
+        asleep = bool(threads) and all(
+            (frame := frames.get(t.ident or 0)) is not None
+            and frame.f_code.co_name == "wait"
+            and frame.f_code.co_filename.endswith("threading.py")
+            for t in threads
+        )
+        calm = calm + 1 if asleep else 0
+        time.sleep(0.002)
 
 
 def basic(fork: object, *, raw: bool = False) -> None:
