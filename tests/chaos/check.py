@@ -431,6 +431,7 @@ def check(
             "forks": forks,
             "restarts": restarts,
             "requests": len(server.requests),
+            "requests cut short": server.aborted,
             **{f"answers {k}": n for k, n in server.kind_counts.items()},
         },
     }

@@ -140,6 +140,7 @@ def _summary(results: list[dict[str, Any]], seconds: float) -> None:
         ("restarts", "restarts"),
         ("forks", "forks"),
         ("requests", "requests"),
+        ("  cut short (body)", "requests cut short"),
     ]
     for label, key in rows:
         print(f"{label:<26}{total.get(key, 0)}")

@@ -139,7 +139,8 @@ class ChaosServer:
         self.keys: dict[str, KeyRecord] = {}
         self.requests: list[tuple[float, str, int, int]] = []  # at, kind, status, events
         self.kind_counts: dict[str, int] = {}
-        self.malformed: list[str] = []
+        self.malformed: list[str] = []  # complete bodies that are not an ingest request
+        self.aborted = 0  # requests whose body never arrived whole
         self.handler_errors: list[str] = []
         self.healed = False
         self._t0 = time.monotonic()
@@ -285,9 +286,17 @@ def _make_handler(chaos: ChaosServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             self._send(405, b'{"status":405,"title":"Method Not Allowed"}', Allow="POST")
 
+        requests_on_connection = 0
+
         def do_POST(self) -> None:
+            self.requests_on_connection += 1
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
+            if len(raw) < length:  # the client died or gave up in the middle of its body
+                with chaos.lock:
+                    chaos.aborted += 1
+                self.close_connection = True
+                return
             if self.path.rstrip("/") != "/v1/ingest":
                 self._send(404, b'{"status":404,"title":"Not Found"}')
                 return
@@ -303,7 +312,11 @@ def _make_handler(chaos: ChaosServer) -> type[BaseHTTPRequestHandler]:
                     raise ValueError("events must be objects with an idempotency_key")
             except (ValueError, KeyError, TypeError, OSError) as exc:
                 with chaos.lock:
-                    chaos.malformed.append(f"{type(exc).__name__}: {exc}")
+                    chaos.malformed.append(
+                        f"{type(exc).__name__}: {exc} (Content-Length {length}, "
+                        f"{len(raw)} bytes read: {raw[:60]!r}, "
+                        f"request {self.requests_on_connection} on its connection)"
+                    )
                 self._send(400, b'{"status":400,"title":"malformed body"}')
                 return
             auth = self.headers.get("Authorization")
