@@ -68,8 +68,12 @@ class Run:
     procs: dict[str, Started] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     errors: list[str] = field(default_factory=list)
+    stopping: bool = False  # set by kill_all(): no process starts after it
 
     def start(self, name: str, spec: dict[str, Any]) -> Started:
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("the run is being torn down")
         path = self.out / f"{name}.spec.json"
         path.write_text(json.dumps(spec))
         with open(self.out / f"{name}.err", "wb") as err:
@@ -85,10 +89,14 @@ class Run:
         proc = Started(name, popen, time.monotonic())
         with self.lock:
             self.procs[name] = proc
+            late = self.stopping
+        if late:  # kill_all() ran while this one was starting
+            _kill_group(popen)
         return proc
 
     def kill_all(self) -> None:
         with self.lock:
+            self.stopping = True
             procs = list(self.procs.values())
         for proc in procs:
             _kill_group(proc.popen)
