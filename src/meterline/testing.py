@@ -58,8 +58,9 @@ Step = int | Response | BaseException
 class FlakyTransport:
     """Plays a script of outcomes, one per request, then delegates to ``then``.
 
-    A step is an HTTP status (``503``), a full ``Response`` (for headers such as
-    ``Retry-After``), or an exception to raise (``TransportError("refused")``).
+    A step is an HTTP status (``503``; a 2xx comes with Orb's empty ``validation_failed``
+    answer), a full ``Response`` (for headers such as ``Retry-After``, or a body that is
+    not Orb's), or an exception to raise (``TransportError("refused")``).
     """
 
     def __init__(self, script: Iterable[Step], then: Transport | None = None) -> None:
@@ -76,8 +77,9 @@ class FlakyTransport:
             return self.then.send(events, timeout=timeout)
         if isinstance(step, BaseException):
             raise step
-        if isinstance(step, int):
-            return Response(step, {}, b"{}")
+        if isinstance(step, int):  # a 2xx is Orb's ingest answer: anything else is not delivery
+            body = b'{"validation_failed":[]}' if 200 <= step < 300 else b"{}"
+            return Response(step, {"content-type": "application/json"}, body)
         return step
 
     def close(self) -> None:
