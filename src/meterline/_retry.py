@@ -131,6 +131,10 @@ class Circuit:
         self._open = False
         return was_open
 
+    def probe_now(self) -> None:
+        """Let the next send through as a probe (close(): one last chance to deliver)."""
+        self._next_probe = self._clock()
+
     def postpone(self, interval: float) -> None:
         """Move the next probe ``interval`` seconds on, open or not (nothing to probe with)."""
         self._next_probe = self._clock() + interval * random.uniform(0.9, 1.1)

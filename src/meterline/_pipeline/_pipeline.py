@@ -382,6 +382,7 @@ class Pipeline:
         self._bound = max(0.0, deadline - self.clock())
         self.delivery.deadline = deadline - self._reserve()
         self.retry_stop.set()
+        self.delivery.circuit.probe_now()  # the endpoint may be back: try once before giving up
         self.spooler_stop.set()
         self.spool_wake()
         self.open_journal()
