@@ -27,7 +27,7 @@ def _one(
 ) -> dict[str, Any]:
     try:
         return run_one(seed, scenario, keep=keep, wal_window=wal_window, src=src)
-    except BaseException as exc:  # a harness failure is reported as one, with its seed
+    except Exception as exc:  # a harness failure is reported as one, with its seed
         return {
             "seed": seed,
             "scenario": scenario or "?",
