@@ -176,6 +176,37 @@ class Delivery:
         return total
 
     def send_once(self, items: list[Item]) -> _Result:
+        """One request per chunk of the destination's batch limits (a write-ahead group
+        holds several), each split as the server asks; after a chunk that failed, the rest
+        wait for the next attempt."""
+        chunks = self._chunks(items)
+        if len(chunks) == 1:
+            return self._request(items)
+        total = _Result()
+        for i, chunk in enumerate(chunks):
+            result = self._request(chunk)
+            total.merge(result)
+            if result.pending:
+                total.pending += [it for later in chunks[i + 1 :] for it in later]
+                break
+        return total
+
+    def _chunks(self, items: list[Item]) -> list[list[Item]]:
+        config = self._config
+        limit = config.max_batch_bytes - 16
+        chunks: list[list[Item]] = [[]]
+        size = 0
+        for it in items:
+            if chunks[-1] and (
+                len(chunks[-1]) >= config.max_batch_events or size + len(it.body) + 1 > limit
+            ):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(it)
+            size += len(it.body) + 1
+        return chunks
+
+    def _request(self, items: list[Item]) -> _Result:
         """One request, split as the server asks (413, a 400 naming or not naming keys)."""
         timeout = None
         if self.deadline is not None:
@@ -254,7 +285,7 @@ class Delivery:
             result = _Result(rejected=bad)
             rest = [it for it in items if it.key not in named]
             if rest:
-                result.merge(self.send_once(rest))
+                result.merge(self._request(rest))
             return result
         if len(items) == 1:
             return _Result(rejected=[(items[0], [self._why(response)])])
@@ -262,8 +293,8 @@ class Delivery:
 
     def _halves(self, items: list[Item]) -> _Result:
         mid = len(items) // 2
-        result = self.send_once(items[:mid])
-        result.merge(self.send_once(items[mid:]))
+        result = self._request(items[:mid])
+        result.merge(self._request(items[mid:]))
         return result
 
     # -- settling ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Spooler"]
 
+_WAL_GROUP = 8  # batches per write-ahead file at most
 _SHARE = 0.5  # beyond this share of the memory bounds, new batches go to disk
 _CONFLICT = "conflicting_duplicate_key: the same idempotency_key was reported with other content"
 
@@ -31,6 +32,11 @@ class Spooler:
         config = pipe.config
         self._interval = config.flush_interval
         self._wal = config.durability == "write_ahead"
+        # Write-ahead journals whatever is queued in one file per fsync (a burst of many
+        # batches would otherwise wait a whole series of fsyncs before it is on disk); the
+        # sender still sends it in batches of the destination's size.
+        group = _WAL_GROUP if self._wal else 1
+        self._cut_limits = (config.max_batch_events * group, config.max_batch_bytes * group)
 
     def run(self) -> None:
         pipe = self._pipe
@@ -79,7 +85,7 @@ class Spooler:
                     return
                 with settlement.lock:
                     before = queue.out_bytes
-                    entries = queue.take(config.max_batch_events, config.max_batch_bytes)
+                    entries = queue.take(*self._cut_limits)
                     if not entries:
                         queue.reset_pressure()
                         return
@@ -104,6 +110,8 @@ class Spooler:
                 pipe.settle(made.conflicts, "rejected", "")
             delivery.drop(made.unserializable, "unserializable", "the serializer refused it")
             delivery.drop(made.turned_away, "queue_full", "memory queue full")
+            if self._wal and len(made.batches) > 1:  # one file, one fsync, for the group
+                made.batches = [Batch([it for batch in made.batches for it in batch.items])]
             for batch in made.batches:
                 self._place(batch, to_outbox)
                 placed += 1
