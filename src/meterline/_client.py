@@ -139,7 +139,7 @@ class Client:
         after = self._pipeline.counters.snapshot()
         return ReplayResult(
             replayed=after["replayed"] - before["replayed"],
-            rejected=after["rejected"] - before["rejected"],
+            rejected=after["rejected_on_replay"] - before["rejected_on_replay"],
             expired=after["expired"] - before["expired"],
             remaining_batches=remaining,
             set_aside=aside,

@@ -255,6 +255,7 @@ class Delivery:
 
     def _foreign(self, items: list[Item], response: Response, status: int) -> _Result:
         kind = response.headers.get("content-type", "no content type").split(";")[0]
+        kind = self.clean(kind)[:80]
         error = f"HTTP {status} ({kind}) is not an ingest answer"
         self._log.log(
             logging.ERROR,
@@ -471,7 +472,8 @@ class Delivery:
         detail = ""
         if isinstance(doc, dict):
             detail = str(doc.get("detail") or doc.get("title") or "")
-        return self.clean(f"HTTP {response.status}" + (f": {detail[:200]}" if detail else ""))
+        detail = self.clean(detail)[:200]  # redact first: a cut could split the key
+        return f"HTTP {response.status}" + (f": {detail}" if detail else "")
 
     def close(self) -> None:
         transport, self._transport = self._transport, None
@@ -490,9 +492,10 @@ class Delivery:
 
 
 def _is_error_body(doc: object) -> bool:
-    """Whether a 400/422 body is the destination's error document (Orb: RFC 7807 fields or
-    ``validation_errors``), not a proxy's page."""
-    return isinstance(doc, dict) and any(
-        name in doc
-        for name in ("validation_errors", "validation_failed", "type", "title", "status")
-    )
+    """Whether a 400/422 body is the destination's error document (Orb: ``validation_errors``,
+    or an RFC 7807 ``type`` and ``status``), not a proxy's page or another service's error."""
+    if not isinstance(doc, dict):
+        return False
+    if isinstance(doc.get("validation_errors"), list):
+        return True
+    return isinstance(doc.get("type"), str) and isinstance(doc.get("status"), int)

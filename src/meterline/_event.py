@@ -242,7 +242,10 @@ def _utc_string(timestamp: object) -> str:
         raise InvalidEventError(
             "timestamp", "must be timezone-aware; a naive time would be billed in a guessed zone"
         )
-    utc = when.astimezone(timezone.utc)
+    try:
+        utc = when.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise InvalidEventError("timestamp", "is outside the range of UTC dates") from None
     if utc - datetime.now(timezone.utc) > timedelta(seconds=MAX_FUTURE_SECONDS):
         raise InvalidEventError("timestamp", "is more than 5 minutes in the future")
     return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -124,7 +124,8 @@ class Replayer:
         if result.delivered:
             self._counters.add("replayed", len(result.delivered))
         if result.rejected:
-            self._counters.add("rejected", len(result.rejected))
+            # journaled (and counted so) earlier, maybe by another process
+            self._counters.add("rejected_on_replay", len(result.rejected))
         try:
             if not result.pending and not result.rejected:
                 journal.ack(claim)

@@ -30,7 +30,9 @@ class Stats(Mapping[str, Any]):
     ``reported`` = every key ``report()`` returned; each such event ends as ``sent``,
     ``journaled`` (then possibly ``replayed`` or ``expired``), ``rejected``, ``deduplicated``
     or ``dropped`` (with a reason in ``dropped_by_reason``), or is still counted in
-    ``queue_events``.
+    ``queue_events``. ``replayed``, ``expired`` and ``rejected_on_replay`` count what became
+    of journaled batches (this process's or an earlier one's), so they are not part of that
+    sum.
     """
 
     __slots__ = ("_data",)
@@ -95,6 +97,7 @@ class Counters:
         self.rejected = 0
         self.deduplicated = 0
         self.expired = 0
+        self.rejected_on_replay = 0
         self.bytes_sent = 0
         self.dropped_by_reason: dict[str, int] = {}
 
@@ -116,6 +119,7 @@ class Counters:
                 "rejected": self.rejected,
                 "deduplicated": self.deduplicated,
                 "expired": self.expired,
+                "rejected_on_replay": self.rejected_on_replay,
                 "bytes_sent": self.bytes_sent,
                 "dropped_by_reason": dict(self.dropped_by_reason),
             }

@@ -278,8 +278,19 @@ class Pipeline:
         self._spooler.run()
 
     def sender_done(self) -> None:
-        """The sender's last act: release the connection (the journal stays for close())."""
+        """The sender's last act: release the connection; after close(), the journal too
+        (its claims and the replay lock, which another client may be waiting for)."""
         self.delivery.close()
+        if self._final_done:
+            self._close_journal()
+
+    def _close_journal(self) -> None:
+        journal = self.delivery.journal
+        if journal is not None:
+            try:
+                journal.close()
+            except (JournalError, OSError):
+                logger.debug("meterline: closing the journal failed", exc_info=True)
 
     def _journal_opened(self) -> bool:
         return self.delivery.journal is not None
@@ -497,14 +508,9 @@ class Pipeline:
             sender.join(max(0.0, min(0.2, self._deadline - self.clock())))
         self.close_result = waiter.result()
         self._final_done = True
-        if sender is None or not sender.is_alive():
+        if sender is None or not sender.is_alive():  # else the sender does it on its way out
             self.delivery.close()
-            journal = self.delivery.journal
-            if journal is not None:
-                try:
-                    journal.close()
-                except (JournalError, OSError):
-                    logger.debug("meterline: closing the journal failed", exc_info=True)
+            self._close_journal()
         with _open_lock:
             _open.discard(self)
 

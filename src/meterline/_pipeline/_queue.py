@@ -6,8 +6,9 @@ what CPython's GIL guarantees: ``deque.append``/``popleft`` and ``len`` are atom
 integer ``+=`` on an attribute runs without a thread switch or a signal handler in between
 (both happen only at calls and backward jumps).
 
-When memory is full the caller first gives the spooler a few milliseconds to move batches
-to disk (it never waits on the network), then turns the event away: it stays on the queue
+When memory is full the caller first gives the spooler time to move batches to disk (it
+never waits on the network): at most 100 ms, and no more than 10 ms once the spooler stops
+making progress. Then it turns the event away: it stays on the queue
 as a one-element entry, so that the spooler reports it, body included, to ``on_drop`` and
 counts it as dropped with reason ``queue_full``, in order with everything else.
 """
@@ -25,7 +26,8 @@ from meterline._pipeline._settle import Settlement
 
 __all__ = ["Queue", "Wake"]
 
-_ROOM_WAIT = 0.005  # the longest a full queue holds report() back, in seconds
+_ROOM_WAIT = 0.1  # the longest a full queue holds report() back, in seconds
+_NO_PROGRESS = 0.01  # ...but no longer than this once the spooler stops taking events
 _ROOM_POLL = 0.0002
 _NO_ROOM_BACKOFF = 0.1  # with the journal refusing, drop at once for this long after a wait
 
@@ -120,10 +122,13 @@ class Queue:
             self.pressure = True
             self._wake()
             deadline = now + _ROOM_WAIT
-            while time.monotonic() < deadline:
+            progress, seen = now, self._settlement.next_idx
+            while (now := time.monotonic()) < deadline and now - progress < _NO_PROGRESS:
                 time.sleep(_ROOM_POLL)  # gives the spooler the GIL
                 if not self._full(size):
                     return True
+                if self._settlement.next_idx != seen:  # the spooler is taking events: wait on
+                    progress, seen = now, self._settlement.next_idx
             if self.disk_refuses:  # the spooler cannot make room: do not hold every report back
                 self._no_room_until = time.monotonic() + _NO_ROOM_BACKOFF
             return False
