@@ -496,6 +496,8 @@ def _is_error_body(doc: object) -> bool:
     or an RFC 7807 ``type`` and ``status``), not a proxy's page or another service's error."""
     if not isinstance(doc, dict):
         return False
-    if isinstance(doc.get("validation_errors"), list):
-        return True
+    if isinstance(doc.get("validation_errors"), list) or isinstance(
+        doc.get("validation_failed"), list
+    ):
+        return True  # names keys in Orb's ingest vocabulary
     return isinstance(doc.get("type"), str) and isinstance(doc.get("status"), int)
