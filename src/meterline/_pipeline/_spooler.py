@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Spooler"]
 
 _WAL_GROUP = 8  # batches per write-ahead file at most
-_SHARE = 0.5  # beyond this share of the memory bounds, new batches go to disk
+_SHARE = 0.75  # beyond this share of the memory bounds, new batches go to disk
 _CONFLICT = "conflicting_duplicate_key: the same idempotency_key was reported with other content"
 
 
