@@ -252,7 +252,8 @@ def check(
             )
             count_only[(proc.name, int(gen))] = max(0, stats["dropped"] - named)
             kept = sum(1 for key, k in proc.keys if k.gen == int(gen) and key in reasons)
-            reject_budget[(proc.name, int(gen))] = max(0, stats.get("rejected", 0) - kept)
+            rejected = stats.get("rejected", 0) + stats.get("rejected_on_replay", 0)
+            reject_budget[(proc.name, int(gen))] = max(0, rejected - kept)
     for key, k in owner.items():
         proc = logs[k.proc]
         lin = lineage_of[k.proc]
