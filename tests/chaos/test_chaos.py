@@ -32,8 +32,13 @@ def _verdict(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The long run (`make chaos`) holds write-ahead to DESIGN's 50 ms. In the test suite, on a
+# loaded 2-core machine, an fsync alone can take longer than that: allow 200 ms here.
+_SUITE_WAL_WINDOW = 0.2
+
+
 def _run(seed: int, tmp_path: Path) -> dict[str, Any]:
-    result = run_one(seed, workdir=tmp_path)
+    result = run_one(seed, workdir=tmp_path, wal_window=_SUITE_WAL_WINDOW)
     assert result["figures"]["reported"] > 0
     assert not result["violations"], _verdict(result)
     return result
