@@ -303,7 +303,10 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 elif server.max_body_bytes is not None and len(raw) > server.max_body_bytes:
                     status, body = 413, {"status": 413, "title": "too large"}
                 elif server.bad_request_keys & set(keys):
-                    status, body = 400, {"type": "about:blank", "status": 400, "title": "bad request"}
+                    status, body = (
+                        400,
+                        {"type": "about:blank", "status": 400, "title": "bad request"},
+                    )
                 else:
                     failed = [
                         {"idempotency_key": k, "validation_errors": server.reject[k]}
