@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from meterline._journal import Journal
+from meterline.journal import Journal
 
 BATCH = 500
 SPILL_TARGET_MS = 2.0

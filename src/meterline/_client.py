@@ -14,11 +14,13 @@ from typing import Any
 
 from ._config import Config
 from ._errors import ClientClosedError, ConfigError
-from ._event import validate
-from ._journal import Journal, ready_count
+from ._event import Pending, validate
 from ._pipeline import Pipeline, close_all, open_pipelines
 from ._stats import DropReport, FlushResult, ReplayResult, Stats
 from ._transport import HttpxTransport, Transport
+from .destinations import Destination
+from .destinations.orb import Orb
+from .journal import Journal, ready_count
 
 __all__ = ["Client", "close", "configure", "flush", "report"]
 
@@ -36,6 +38,7 @@ class Client:
         self,
         api_key: str | None = None,
         *,
+        destination: str | Destination | None = None,
         base_url: str | None = None,
         journal_dir: str | os.PathLike[str] | None = None,
         transport: Transport | None = None,
@@ -43,7 +46,7 @@ class Client:
         on_drop: Callable[[DropReport], None] | None = None,
         **options: Any,
     ) -> None:
-        config = Config.from_env(api_key, base_url, journal_dir, **options)
+        config = Config.from_env(api_key, base_url, journal_dir, destination=destination, **options)
         if config.api_key is None and transport is None:
             raise ConfigError("no API key: pass api_key= or set METERLINE_API_KEY")
         if transport is not None and not isinstance(transport, Transport):
@@ -52,16 +55,30 @@ class Client:
         Journal.check_directory(directory)
         self._config = config
         self._max_event_bytes = config.max_event_bytes
+        dest = config.destination
+        self._rules = dest.check if dest.has_rules else None
+        self._measure: Callable[[Pending], int] | None = None
+        if not isinstance(dest, Orb):  # the estimate and the exact size are Orb's otherwise
+
+            def measure(event: Pending) -> int:
+                return len(dest.serialize_many([event])[0])
+
+            self._measure = measure
 
         def make_transport() -> Transport:
             if transport is not None:
                 return transport
+            destination = config.destination
             return HttpxTransport(
                 config.ingest_url,
                 config.api_key,
                 timeout=config.timeout,
                 connect_timeout=config.connect_timeout,
+                envelope=destination.envelope,
                 gzip=config.gzip,
+                content_type=destination.content_type,
+                auth=destination.headers(config.api_key),
+                session=destination.session(config.base_url),
             )
 
         def make_journal() -> Journal:
@@ -90,7 +107,8 @@ class Client:
     def __repr__(self) -> str:
         c = self._config
         return (
-            f"Client(base_url={c.base_url!r}, journal_dir={str(self._journal_dir)!r}, "
+            f"Client(destination={c.destination.name!r}, base_url={c.base_url!r}, "
+            f"journal_dir={str(self._journal_dir)!r}, "
             f"durability={c.durability!r})"
         )
 
@@ -115,8 +133,16 @@ class Client:
         """
         self._check_fork()  # before validate(): a forked child must draw keys of its own
         event = validate(
-            customer, event_name, properties, timestamp, idempotency_key, self._max_event_bytes
+            customer,
+            event_name,
+            properties,
+            timestamp,
+            idempotency_key,
+            self._max_event_bytes,
+            self._measure,
         )
+        if self._rules is not None:
+            self._rules(event)
         self._submit(event)
         return event[0]
 

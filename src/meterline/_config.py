@@ -13,12 +13,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ._errors import ConfigError
+from .destinations import Destination, resolve
+from .destinations.orb import Orb
 
 __all__ = ["Config"]
 
-DEFAULT_BASE_URL = "https://api.withorb.com/v1"
 DEFAULT_FLUSH_INTERVAL = 1.0
-DEFAULT_MAX_BATCH_EVENTS = 500
 DEFAULT_MAX_BATCH_BYTES = 512 * 1024
 DEFAULT_MAX_QUEUE_EVENTS = 100_000  # DESIGN said 10,000: too small under the GIL (see README)
 DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
@@ -39,6 +39,7 @@ DEFAULT_JOURNAL_MIN_FREE_BYTES = 64 << 20
 
 Durability = Literal["spill", "write_ahead"]
 CustomerField = Literal["external_customer_id", "customer_id"]
+DEFAULT_DESTINATION = "orb"
 
 _ENV_FLOATS = {
     "flush_interval": "METERLINE_FLUSH_INTERVAL",
@@ -51,10 +52,13 @@ class Config:
     """Every option of a client; times are seconds as ``float``, sizes are bytes."""
 
     api_key: str | None = field(default=None, repr=False)
-    base_url: str = DEFAULT_BASE_URL
+    # A name (``"orb"``, ``"lago"``...) or a configured object; always an object after init.
+    destination: Destination = field(default=DEFAULT_DESTINATION)  # type: ignore[assignment]
+    base_url: str = ""  # "": the destination's public URL
     journal_dir: Path | None = None
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
-    max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
+    # None: the destination's limit (Orb 500; Metronome, Lago, Stripe 100); an int after init
+    max_batch_events: int = None  # type: ignore[assignment]
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     max_queue_events: int = DEFAULT_MAX_QUEUE_EVENTS
     max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES
@@ -68,7 +72,7 @@ class Config:
     auth_probe_interval: float = DEFAULT_AUTH_PROBE_INTERVAL
     replay_interval: float = DEFAULT_REPLAY_INTERVAL
     replay_rate: float = DEFAULT_REPLAY_RATE
-    customer_field: CustomerField = "external_customer_id"
+    customer_field: CustomerField | None = None  # Orb only: Orb(customer_field=...) too
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     journal_max_bytes: int = DEFAULT_JOURNAL_MAX_BYTES
     journal_max_age: float = DEFAULT_JOURNAL_MAX_AGE
@@ -78,6 +82,22 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_api_key(self.api_key)
+        destination = resolve(self.destination)
+        if self.customer_field is not None:
+            if not isinstance(destination, Orb):
+                raise ConfigError(
+                    f"customer_field is an option of the orb destination, not {destination.name}"
+                )
+            if self.customer_field != destination.customer_field:
+                destination = Orb(customer_field=self.customer_field)
+        if isinstance(destination, Orb):
+            object.__setattr__(self, "customer_field", destination.customer_field)
+        object.__setattr__(self, "destination", destination)
+        if not self.base_url:
+            object.__setattr__(self, "base_url", destination.default_base_url)
+        given: int | None = self.max_batch_events
+        if given is None:
+            object.__setattr__(self, "max_batch_events", destination.max_batch_events)
         parts = urlsplit(self.base_url) if isinstance(self.base_url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"base_url must be an http(s) URL with a host, got {self.base_url!r}")
@@ -112,10 +132,10 @@ class Config:
         ):
             _positive_int(self, name)
         _positive_int(self, "journal_min_free_bytes", allow_zero=True)
-        if self.customer_field not in ("external_customer_id", "customer_id"):
+        if self.max_batch_events > destination.max_batch_events:
             raise ConfigError(
-                f"customer_field must be 'external_customer_id' or 'customer_id', "
-                f"got {self.customer_field!r}"
+                f"max_batch_events must be at most {destination.max_batch_events}, "
+                f"{destination.name}'s limit per request; got {self.max_batch_events}"
             )
         if self.durability not in ("spill", "write_ahead"):
             raise ConfigError(
@@ -138,20 +158,15 @@ class Config:
 
     @property
     def ingest_url(self) -> str:
-        """Where batches are POSTed: Orb's ``{base_url}/ingest``."""
-        return f"{self.base_url}/ingest"
-
-    @property
-    def destination(self) -> str:
-        """The destination's name (Orb's events API is the only one so far)."""
-        return "orb"
+        """Where batches are POSTed (Orb: ``{base_url}/ingest``)."""
+        return self.destination.ingest_url(self.base_url)
 
     @property
     def journal_fingerprint(self) -> bytes:
         """16 bytes naming what a journal file may be replayed to: destination, ingest URL
         and credential, hashed one way. Written in every batch header; a replayer sends only
         files whose fingerprint is its own, so no batch is ever billed to another account."""
-        material = "\0".join(("meterline-journal-v1", self.destination, self.ingest_url))
+        material = "\0".join(("meterline-journal-v1", self.destination.name, self.ingest_url))
         key = (self.api_key or "").encode()
         return hashlib.sha256(material.encode() + b"\0" + key).digest()[:16]
 
@@ -160,7 +175,9 @@ class Config:
         endpoint and credential (its name holds a short one-way fingerprint of the key)."""
         if self.journal_dir is not None:
             return self.journal_dir
-        return default_state_dir() / journal_slug(self.destination, self.base_url, self.api_key)
+        return default_state_dir() / journal_slug(
+            self.destination.name, self.base_url, self.api_key
+        )
 
     @classmethod
     def from_env(
@@ -169,9 +186,23 @@ class Config:
         base_url: str | None = None,
         journal_dir: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
+        *,
+        destination: str | Destination | None = None,
         **options: Any,
     ) -> Config:
         """Build a config from arguments, falling back to ``METERLINE_*`` variables."""
+        return cls._from_env(api_key, base_url, journal_dir, environ, destination, options)
+
+    @classmethod
+    def _from_env(
+        cls,
+        api_key: str | None,
+        base_url: str | None,
+        journal_dir: str | os.PathLike[str] | None,
+        environ: Mapping[str, str] | None,
+        destination: str | Destination | None,
+        options: dict[str, Any],
+    ) -> Config:
         env = os.environ if environ is None else environ
         unknown = sorted(set(options) - _OPTION_NAMES)
         if unknown:
@@ -180,7 +211,10 @@ class Config:
             )
         kwargs: dict[str, Any] = dict(options)
         kwargs["api_key"] = api_key if api_key is not None else env.get("METERLINE_API_KEY") or None
-        kwargs["base_url"] = base_url or env.get("METERLINE_BASE_URL") or DEFAULT_BASE_URL
+        kwargs["destination"] = (
+            destination or env.get("METERLINE_DESTINATION", "").strip() or DEFAULT_DESTINATION
+        )
+        kwargs["base_url"] = base_url or env.get("METERLINE_BASE_URL") or ""
         jd = journal_dir if journal_dir is not None else env.get("METERLINE_JOURNAL_DIR") or None
         kwargs["journal_dir"] = Path(jd) if jd is not None else None
         for name, var in _ENV_FLOATS.items():
@@ -196,6 +230,7 @@ class Config:
 
 _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - {
     "api_key",
+    "destination",
     "base_url",
     "journal_dir",
 }

@@ -15,18 +15,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from ._errors import JournalError, JournalFullError
-from ._retry import Circuit, RetryableError, is_retryable_status, make_retrying, retry_after
+from ._response import Response
+from ._retry import Circuit, RetryableError, make_retrying
 from ._stats import Counters, DropReport, RateLimitedLog, logger
-from ._transport import Response, Transport, TransportError, rejected_keys
+from ._transport import Transport, TransportError
+from .destinations._base import (
+    ACCEPTED,
+    FOREIGN,
+    INVALID,
+    INVALID_BATCH,
+    RETRY,
+    TOO_LARGE,
+    Answer,
+)
 
 if TYPE_CHECKING:
     from ._config import Config
-    from ._journal import Claim, Journal
+    from .journal import Claim, Journal
 
 __all__ = ["Batch", "Delivery", "Item"]
 
@@ -89,6 +99,7 @@ class Delivery:
         counters: Counters,
         settle: Settle,
         park: Park,
+        not_abandoned: Callable[[list[Item]], list[Item]] | None = None,
         stopping: threading.Event,
         sleep: Callable[[float], None],
         on_error: ErrorHook | None = None,
@@ -96,12 +107,14 @@ class Delivery:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
+        self._destination = config.destination
         self._transport_factory = transport_factory
         self._transport: Transport | None = None
         self.journal: Journal | None = None
         self._counters = counters
         self._settle = settle
         self._park = park
+        self._not_abandoned = not_abandoned
         self._stopping = stopping
         self._sleep = sleep
         self._on_error = on_error
@@ -233,25 +246,27 @@ class Delivery:
             return _Result(pending=items, error=self.clean(f"{type(exc).__name__}: {exc}"))
 
     def _classify(self, items: list[Item], response: Response, status: int) -> _Result:
-        if 200 <= status < 300:
-            doc = response.json()
-            if isinstance(doc, dict) and isinstance(doc.get("validation_failed"), list):
-                return self._accepted(items, response)
-            return self._foreign(items, response, status)
-        if is_retryable_status(status):
-            return _Result(
-                pending=items, delay=retry_after(response.headers), error=self._why(response)
-            )
-        if status == 413:  # a proxy's size limit is real whoever answers: split
+        """Act on what the destination makes of the answer (``destinations._base.Answer``)."""
+        answer = self._destination.read(response, [it.key for it in items])
+        kind = answer.kind
+        if kind == ACCEPTED:
+            return self._accepted(items, answer.rejected)
+        if kind == RETRY:
+            return _Result(pending=items, delay=answer.delay, error=self._why(answer, status))
+        if kind == TOO_LARGE:  # a proxy's size limit is real whoever answers: split
             if len(items) == 1:
                 return _Result(rejected=[(items[0], ["413: event too large for the server"])])
             return self._halves(items)
-        if status in (400, 422):
-            if not _is_error_body(response.json()):
-                return self._foreign(items, response, status)
-            return self._bad_request(items, response)
-        # 401, 403, 404, ...: the endpoint refuses us; keep everything, tell loudly, probe slowly.
-        return _Result(pending=items, error=self._why(response), refused=True)
+        if kind == INVALID and answer.rejected:
+            return self._invalid(items, answer.rejected)
+        if kind in (INVALID, INVALID_BATCH):  # refused as a whole, no event named: bisect
+            if len(items) == 1:
+                return _Result(rejected=[(items[0], [self._why(answer, status)])])
+            return self._halves(items)
+        if kind == FOREIGN:
+            return self._foreign(items, response, status)
+        # refused (401, 403, 404...): keep everything, tell loudly, probe slowly
+        return _Result(pending=items, error=self._why(answer, status), refused=True)
 
     def _foreign(self, items: list[Item], response: Response, status: int) -> _Result:
         kind = response.headers.get("content-type", "no content type").split(";")[0]
@@ -266,9 +281,8 @@ class Delivery:
         )
         return _Result(pending=items, error=error)
 
-    def _accepted(self, items: list[Item], response: Response) -> _Result:
+    def _accepted(self, items: list[Item], bad: Mapping[str, list[str]]) -> _Result:
         self._counters.add("bytes_sent", sum(len(it.body) for it in items))
-        bad = rejected_keys(response)
         if not bad:
             return _Result(delivered=items)
         result = _Result()
@@ -279,18 +293,19 @@ class Delivery:
                 result.delivered.append(it)
         return result
 
-    def _bad_request(self, items: list[Item], response: Response) -> _Result:
-        named = rejected_keys(response)
+    def _invalid(self, items: list[Item], named: Mapping[str, list[str]]) -> _Result:
+        """The batch was refused for the events it names: those are rejected, the rest
+        (not delivered) sent again at once."""
         bad = [(it, [self.clean(r) for r in named[it.key]]) for it in items if it.key in named]
-        if bad:
-            result = _Result(rejected=bad)
-            rest = [it for it in items if it.key not in named]
-            if rest:
-                result.merge(self._request(rest))
-            return result
-        if len(items) == 1:
-            return _Result(rejected=[(items[0], [self._why(response)])])
-        return self._halves(items)
+        if not bad:  # it named none of ours: find the bad ones by bisection
+            if len(items) == 1:
+                return _Result(rejected=[(items[0], ["refused by the server"])])
+            return self._halves(items)
+        result = _Result(rejected=bad)
+        rest = [it for it in items if it.key not in named]
+        if rest:
+            result.merge(self._request(rest))
+        return result
 
     def _halves(self, items: list[Item]) -> _Result:
         mid = len(items) // 2
@@ -318,8 +333,13 @@ class Delivery:
                 self.report_failure(result, len(batch.items))
             if claim is not None:
                 self._keep_claimed(claim, result)
-            elif not self.spill(result.pending):
-                outcome = PARKED
+            else:
+                # close() may have journaled this batch while the send hung: no second copy
+                pending = result.pending
+                if self._not_abandoned is not None:
+                    pending = self._not_abandoned(pending)
+                if pending and not self.spill(pending):
+                    outcome = PARKED
         elif claim is not None and self.journal is not None:
             self.quietly(self.journal.ack, claim)
         if result.delivered:
@@ -467,13 +487,9 @@ class Delivery:
             text = text.replace(secret, "***")
         return text
 
-    def _why(self, response: Response) -> str:
-        doc = response.json()
-        detail = ""
-        if isinstance(doc, dict):
-            detail = str(doc.get("detail") or doc.get("title") or "")
-        detail = self.clean(detail)[:200]  # redact first: a cut could split the key
-        return f"HTTP {response.status}" + (f": {detail}" if detail else "")
+    def _why(self, answer: Answer, status: int) -> str:
+        detail = answer.detail or f"HTTP {status}"
+        return self.clean(detail)[:300]  # redact first: a cut could split the key
 
     def close(self) -> None:
         transport, self._transport = self._transport, None
@@ -489,15 +505,3 @@ class Delivery:
         self.in_flight = None
         if self.journal is not None:
             self.journal.after_fork_in_child()
-
-
-def _is_error_body(doc: object) -> bool:
-    """Whether a 400/422 body is the destination's error document (Orb: ``validation_errors``,
-    or an RFC 7807 ``type`` and ``status``), not a proxy's page or another service's error."""
-    if not isinstance(doc, dict):
-        return False
-    if isinstance(doc.get("validation_errors"), list) or isinstance(
-        doc.get("validation_failed"), list
-    ):
-        return True  # names keys in Orb's ingest vocabulary
-    return isinstance(doc.get("type"), str) and isinstance(doc.get("status"), int)

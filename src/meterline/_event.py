@@ -3,14 +3,14 @@
 ``report()`` must cost a few microseconds, so validation here does no JSON, no logging and
 no formatting of the default timestamp: it checks types and sizes, copies the caller's
 properties and returns a small tuple. The worker turns that tuple into the exact bytes that
-are sent, retried, journaled and replayed (``serialize``).
+are sent, retried, journaled and replayed (the destination's ``serialize_many``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
@@ -22,9 +22,8 @@ __all__ = [
     "MAX_FUTURE_SECONDS",
     "Pending",
     "forget_keys",
+    "format_ns",
     "new_key",
-    "serialize",
-    "serialize_many",
     "top_up_keys",
     "validate",
 ]
@@ -92,8 +91,11 @@ def validate(
     timestamp: Any,
     idempotency_key: Any,
     max_event_bytes: int,
+    measure: Callable[[Pending], int] | None = None,
 ) -> Pending:
-    """Check one event against the rules of ``report()`` and return it ready to enqueue."""
+    """Check one event against the rules of ``report()`` and return it ready to enqueue;
+    ``measure`` gives the exact size of an event's bytes (the destination's), when it is
+    big enough for the estimate to matter."""
     if type(customer) is not str or not customer or len(customer) > MAX_NAME_CHARS:
         _bad_name("customer", customer)
     if not customer.isascii():  # O(1) in CPython: only non-ASCII text pays for the check
@@ -154,7 +156,12 @@ def validate(
     # ordinary events here; only a big event pays for an exact measurement.
     size = 160 + chars + 8 * len(props)
     if 200 + 6 * chars + 12 * len(props) > max_event_bytes:
-        exact = len(_body(key, "external_customer_id", customer, event_name, props, ts))
+        event: Pending = (key, customer, event_name, props, ts, 0)
+        exact = (
+            measure(event)
+            if measure is not None
+            else len(_body(key, "external_customer_id", customer, event_name, props, ts))
+        )
         if exact > max_event_bytes:
             raise InvalidEventError(
                 "event", f"serializes to {exact} bytes, more than max_event_bytes={max_event_bytes}"
@@ -282,26 +289,3 @@ def _body(
             "properties": props,
         }
     )
-
-
-def serialize_many(events: list[Pending], customer_field: str) -> list[bytes]:
-    """``serialize`` for a whole batch, through one reused dict (no allocation per event)."""
-    doc: dict[str, Any] = dict.fromkeys(
-        ("idempotency_key", customer_field, "event_name", "timestamp", "properties")
-    )
-    dumps = orjson.dumps
-    out = []
-    for key, customer, event_name, props, ts, _ in events:
-        doc["idempotency_key"] = key
-        doc[customer_field] = customer
-        doc["event_name"] = event_name
-        doc["timestamp"] = ts if type(ts) is str else format_ns(ts)  # type: ignore[arg-type]
-        doc["properties"] = props
-        out.append(dumps(doc))
-    return out
-
-
-def serialize(event: Pending, customer_field: str) -> bytes:
-    """The exact bytes of one Orb ingest event; made once and reused for every resend."""
-    key, customer, event_name, props, ts, _ = event
-    return _body(key, customer_field, customer, event_name, props, ts)

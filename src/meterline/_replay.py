@@ -23,7 +23,7 @@ from ._stats import Counters, DropReport, RateLimitedLog
 
 if TYPE_CHECKING:
     from ._config import Config
-    from ._journal import BatchRef, Journal
+    from .journal import BatchRef, Journal
 
 __all__ = ["EMPTY", "FAILED", "MORE", "NOT_LEADER", "Replayer"]
 
@@ -44,6 +44,7 @@ class Replayer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
+        self._key_field = config.destination.key_field
         self._delivery = delivery
         self._counters = counters
         self._stopping = stopping
@@ -92,7 +93,12 @@ class Replayer:
             len(bodies),
         )
         self._delivery.report_drop(
-            DropReport("expired", len(bodies), tuple(_key_of(b) for b in bodies), tuple(bodies))
+            DropReport(
+                "expired",
+                len(bodies),
+                tuple(_key_of(b, self._key_field) for b in bodies),
+                tuple(bodies),
+            )
         )
 
     def _replay_one(self, journal: Journal, ref: BatchRef) -> bool:
@@ -114,7 +120,8 @@ class Replayer:
             delivery.quietly(journal.release, claim)
             return True
         self._pace(len(bodies))
-        items = [Item(-1, 0, _key_of(body), body) for body in bodies]
+        field = self._key_field
+        items = [Item(-1, 0, _key_of(body, field), body) for body in bodies]
         result = delivery.send_once(items)
         if result.rejected:
             delivery.call_on_error(
@@ -157,10 +164,11 @@ class Replayer:
         self._next_at = max(now, self._next_at) + n / self._config.replay_rate
 
 
-def _key_of(body: bytes) -> str:
+def _key_of(body: bytes, field: str) -> str:
+    """The idempotency key in an event's bytes, from the destination's field ("" if none)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return ""
-    key = doc.get("idempotency_key") if isinstance(doc, dict) else None
+    key = doc.get(field) if isinstance(doc, dict) else None
     return key if isinstance(key, str) else ""

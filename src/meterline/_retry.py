@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
-from email.utils import parsedate_to_datetime
+from collections.abc import Callable
 
 from tenacity import (
     RetryCallState,
@@ -19,9 +18,16 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-__all__ = ["Circuit", "RetryableError", "make_retrying", "retry_after"]
+from meterline._response import RETRYABLE_STATUSES, is_retryable_status, retry_after
 
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "Circuit",
+    "RetryableError",
+    "is_retryable_status",
+    "make_retrying",
+    "retry_after",
+]
 
 
 class RetryableError(Exception):
@@ -31,38 +37,6 @@ class RetryableError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
-
-
-def is_retryable_status(status: int) -> bool:
-    """408, 409, 429 and every 5xx are worth another try; other statuses are final."""
-    return status in RETRYABLE_STATUSES or status >= 500
-
-
-def retry_after(headers: Mapping[str, str], now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value == value and value >= 0:
-            return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None or when.tzinfo is None:
-            return None
-        return max(0.0, when.timestamp() - now())
-    return value if value == value and value >= 0 else None
 
 
 class wait_retry_after(wait_base):

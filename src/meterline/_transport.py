@@ -1,8 +1,10 @@
-"""How a batch reaches the ingest API: the ``Transport`` protocol and Orb's wire format over httpx.
+"""How a batch reaches the ingest API: the ``Transport`` protocol and an httpx transport.
 
 A transport takes the already-serialized events of one batch and returns the server's
 ``Response``; a connection problem or timeout raises ``TransportError``. It never retries,
 never journals and never decides what a status means: that is the delivery module's job.
+It knows no vendor: the envelope, the headers and, for a destination with session tokens
+(Stripe), how to open a session are handed to it by the client from the destination.
 
 ``HttpxTransport`` bounds each request as a whole: its ``timeout`` (or a shorter one passed
 to ``send()``) covers connecting, sending and reading the whole answer, because its httpcore
@@ -20,10 +22,11 @@ from __future__ import annotations
 import encodings.idna  # noqa: F401 - socket.getaddrinfo encodes host names with it
 import gzip as _gzip
 import re
+import threading
+import time
 import urllib.request
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, cast, runtime_checkable
 
 import certifi
@@ -31,9 +34,9 @@ import h11  # noqa: F401 - httpcore's HTTP/1.1 state machine, imported before an
 import httpcore
 import httpx
 import idna  # noqa: F401 - httpx encodes non-ASCII host names with it
-import orjson
 
 from ._deadline import DeadlineBackend, within
+from ._response import Response, Session, SessionGrant
 from ._version import __version__
 
 __all__ = [
@@ -41,12 +44,11 @@ __all__ = [
     "Response",
     "Transport",
     "TransportError",
-    "encode_batch",
-    "rejected_keys",
 ]
 
 USER_AGENT = f"meterline/{__version__}"
 MAX_RESPONSE_BYTES = 1024 * 1024  # of a body, raw and decoded; the rest is not read
+SESSION_MARGIN = 60.0  # seconds before a session's expiry when a new one is opened
 
 # ``certifi.where()`` imports from importlib.resources on its first call, which would
 # otherwise happen when the first transport is built, on a worker thread.
@@ -77,22 +79,6 @@ class TransportError(Exception):
     sendable); worth retrying. Its message names no header and no secret."""
 
 
-@dataclass(frozen=True)
-class Response:
-    """An HTTP answer: status, headers with lower-case names, and the raw body."""
-
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def json(self) -> object:
-        """The body decoded as JSON, or ``None`` when it is not JSON."""
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return None
-
-
 @runtime_checkable
 class Transport(Protocol):
     """Sends one batch of serialized events and returns the server's answer."""
@@ -107,36 +93,17 @@ class Transport(Protocol):
         ...
 
 
-def encode_batch(events: Sequence[bytes]) -> bytes:
-    """Orb's ``IngestRequestBody``: ``{"events": [...]}`` from the events' exact bytes."""
-    return b'{"events":[' + b",".join(events) + b"]}"
-
-
-def rejected_keys(response: Response) -> dict[str, list[str]]:
-    """Keys the server named as invalid, with its reasons (200 or 400 bodies alike).
-
-    Orb answers 200 with ``validation_failed: [{idempotency_key, validation_errors}]``; a
-    400 may carry the same entries in ``validation_errors``. Anything else yields ``{}``.
-    """
-    doc = response.json()
-    if not isinstance(doc, dict):
-        return {}
-    found: dict[str, list[str]] = {}
-    for name in ("validation_failed", "validation_errors"):
-        entries = doc.get(name)
-        if not isinstance(entries, list):
-            continue
-        for entry in entries:
-            if isinstance(entry, dict) and isinstance(entry.get("idempotency_key"), str):
-                reasons = entry.get("validation_errors")
-                texts = [str(r) for r in reasons] if isinstance(reasons, list) else []
-                found.setdefault(entry["idempotency_key"], []).extend(texts or ["invalid"])
-    return found
+Envelope = Callable[[Sequence[bytes]], bytes]
 
 
 class HttpxTransport:
-    """``POST {base_url}/ingest`` over one keep-alive ``httpx.Client``, each request bounded
-    as a whole by ``timeout`` (connecting by ``connect_timeout`` too).
+    """``POST url`` over one keep-alive ``httpx.Client``, each request bounded as a whole by
+    ``timeout`` (connecting by ``connect_timeout`` too).
+
+    ``envelope`` makes a request body from a batch's events; ``auth`` holds the headers
+    that authenticate it (None: ``Authorization: Bearer <api_key>``); ``session``, when
+    given, opens short-lived sessions whose headers are sent instead, renewed before they
+    expire and when an answer says one has, the same bytes then sent once more.
 
     Construction never raises for what only a request can report: an API key no header can
     carry, an invalid URL or an unusable proxy make every ``send()`` raise
@@ -151,28 +118,48 @@ class HttpxTransport:
         *,
         timeout: float,
         connect_timeout: float,
+        envelope: Envelope,
         gzip: bool = False,
+        content_type: str = "application/json",
+        auth: Mapping[str, str] | None = None,
+        session: Session | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
+        self._api_key = api_key
         self._gzip = gzip
+        self._envelope = envelope
         self._timeout = timeout
         self._connect_timeout = connect_timeout
+        self._session = session
+        self._grant: SessionGrant | None = None
+        self._session_lock = threading.Lock()
+        self._clock = clock
         self._secrets = [f"Bearer {api_key}", api_key] if api_key else []
         self._problem: str | None = None
         headers = {
             "User-Agent": USER_AGENT,
-            "Content-Type": "application/json",
+            "Content-Type": content_type,
             # The answer is a small JSON document: nothing to gain from compression, and
             # an encoding decoded by httpx would not be bounded by MAX_RESPONSE_BYTES.
             "Accept-Encoding": "identity",
         }
-        if api_key:
-            if _HEADER_VALUE.fullmatch(api_key) is None:
-                self._problem = "the API key cannot be sent in an HTTP header"
-            else:
-                headers["Authorization"] = f"Bearer {api_key}"
+        if api_key and _HEADER_VALUE.fullmatch(api_key) is None:
+            self._problem = "the API key cannot be sent in an HTTP header"
+        elif session is None:
+            given = (
+                auth
+                if auth is not None
+                else ({"Authorization": f"Bearer {api_key}"} if api_key else {})
+            )
+            for name, value in given.items():
+                if _HEADER_VALUE.fullmatch(value) is None:
+                    self._problem = f"the {name} header cannot be sent in HTTP"
+                headers[name] = value
+                self._secrets.append(value)
         if gzip:
             headers["Content-Encoding"] = "gzip"
+        self._secrets.sort(key=len, reverse=True)  # longest first: "Bearer k" before "k"
         try:
             pool = _pool(httpx.URL(url), DeadlineBackend())
         except _FAILURES as exc:
@@ -195,9 +182,14 @@ class HttpxTransport:
         if error is None:
             try:
                 with within(bound):
-                    return self._post(encode_batch(events), bound)
+                    body = self._envelope(events)
+                    if self._session is None:
+                        return self._post(self._url, body, None, bound)
+                    return self._send_in_session(body, bound)
             except _FAILURES as exc:
                 error = self._describe(exc, bound)
+            except _SessionFailed as exc:
+                error = str(exc)
         # Raised here, outside the handler, so the exception carries no context: httpx's
         # exceptions hold the request, and the request holds the Authorization header.
         raise TransportError(error)
@@ -205,19 +197,81 @@ class HttpxTransport:
     def close(self) -> None:
         self._client.close()
 
-    def _post(self, body: bytes, bound: float) -> Response:
+    # -- sessions (Stripe's meter event stream) ----------------------------------------
+
+    def _send_in_session(self, body: bytes, bound: float) -> Response:
+        assert self._session is not None
+        grant = self._current_grant(bound, renew=False)
+        if isinstance(grant, Response):
+            return grant  # the session request was refused: that is the batch's answer
+        answer = self._post(self._url, body, grant.headers, bound)
+        if not self._session.expired(answer):
+            return answer
+        grant = self._current_grant(bound, renew=True, stale=grant)
+        if isinstance(grant, Response):
+            return grant
+        return self._post(self._url, body, grant.headers, bound)  # the same bytes, once more
+
+    def _current_grant(
+        self, bound: float, *, renew: bool, stale: SessionGrant | None = None
+    ) -> SessionGrant | Response:
+        """The session to send with: the one held, unless it is near its end (or ``renew``
+        and it is still ``stale``); else a new one. A refusal (401/403) is returned as the
+        answer; any other failure raises ``_SessionFailed`` (transient)."""
+        assert self._session is not None
+        with self._session_lock:
+            grant = self._grant
+            fresh = grant is not None and self._clock() < grant.expires_at - SESSION_MARGIN
+            if fresh and not (renew and grant is stale):
+                assert grant is not None
+                return grant
+            self._grant = None
+            url, body, headers = self._session.request(self._api_key)
+            answer = self._post(url, body, headers, bound)
+            if answer.status in (401, 403):
+                return answer
+            if not 200 <= answer.status < 300:
+                raise _SessionFailed(f"the session request was answered HTTP {answer.status}")
+            try:
+                grant = self._session.grant(answer)
+            except Exception:  # noqa: BLE001 - a destination's parser must not leak a raise
+                grant = None
+            if grant is None:
+                raise _SessionFailed("the session answer holds no usable session")
+            for value in grant.headers.values():
+                if _HEADER_VALUE.fullmatch(value) is None:
+                    raise _SessionFailed("the session's token cannot be sent in an HTTP header")
+            self._secrets = sorted({*self._secrets, *grant.headers.values()}, key=len, reverse=True)
+            self._grant = grant
+            return grant
+
+    def _post(
+        self, url: str, body: bytes, headers: Mapping[str, str] | None, bound: float
+    ) -> Response:
         if self._gzip:
             body = _gzip.compress(body, compresslevel=5)
         limits = httpx.Timeout(bound, connect=min(self._connect_timeout, bound))
-        request = self._client.build_request("POST", self._url, content=body, timeout=limits)
+        request = self._client.build_request(
+            "POST", url, content=body, headers=headers, timeout=limits
+        )
         answer = self._client.send(request, stream=True)
         try:
             raw = _read_at_most(answer.iter_raw(), MAX_RESPONSE_BYTES)
         finally:
             answer.close()  # an unread rest closes the connection instead of being drained
-        headers = {k.lower(): v for k, v in answer.headers.items()}
-        content = _decode(raw, headers.get("content-encoding", ""))
-        return Response(answer.status_code, headers, content)
+        names = {k.lower(): v for k, v in answer.headers.items()}
+        content = _decode(raw, names.get("content-encoding", ""))
+        if self._session is not None:
+            content = self._scrub(content)
+        return Response(answer.status_code, names, content)
+
+    def _scrub(self, content: bytes) -> bytes:
+        """An answer's body without a session token or key a server echoed."""
+        for secret in self._secrets:
+            raw = secret.encode()
+            if raw in content:
+                content = content.replace(raw, b"[redacted]")
+        return content
 
     def _describe(self, exc: Exception, bound: float) -> str:
         """A message for ``exc`` that names no header and no secret."""
@@ -239,6 +293,10 @@ class HttpxTransport:
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
         return f"{name}: {text}"
+
+
+class _SessionFailed(Exception):
+    """No session could be opened (a message without secrets); a transient failure."""
 
 
 class _CoreTransport(httpx.BaseTransport):

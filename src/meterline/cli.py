@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from meterline._journal_cli import add_journal
+from meterline._cli_journal import add_journal
 from meterline._version import __version__
 from meterline.server import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_BODY_BYTES, parse_duration
 

@@ -1,6 +1,7 @@
 """Helpers for testing code that uses meterline (public module).
 
-- ``RecordingTransport``: accepts every batch and keeps the decoded events.
+- ``RecordingTransport``: accepts every batch and keeps the decoded events (answering as
+  the destination it is told, Orb by default).
 - ``FlakyTransport``: answers from a script of statuses and failures, then delegates.
 - ``wait_until(predicate, timeout)``: waits for a condition with a deadline, never a fixed sleep.
 
@@ -16,27 +17,53 @@ from typing import Any
 
 import orjson
 
-from ._transport import Response, Transport, TransportError, encode_batch
+from ._response import Response
+from ._transport import Transport, TransportError
+from .destinations import Destination, resolve
 
-__all__ = ["FlakyTransport", "RecordingTransport", "TransportError", "wait_until"]
+__all__ = [
+    "FlakyTransport",
+    "RecordingTransport",
+    "TransportError",
+    "accepted",
+    "wait_until",
+]
+
+
+def accepted(destination: str | Destination = "orb") -> Response:
+    """The answer with which ``destination`` accepts a whole batch."""
+    return _ACCEPTED.get(resolve(destination).name, _ACCEPTED["orb"])
+
+
+_JSON = {"content-type": "application/json"}
+_ACCEPTED: dict[str, Response] = {
+    "orb": Response(200, _JSON, b'{"validation_failed":[]}'),
+    "metronome": Response(200, {}, b""),
+    "lago": Response(200, _JSON, b'{"events":[]}'),
+    "openmeter": Response(204, {}, b""),
+    "stripe": Response(200, _JSON, b"{}"),
+}
 
 
 class RecordingTransport:
-    """A transport that answers 200 to every batch and records what it received."""
+    """A transport that accepts every batch, as ``destination`` answers, and records what
+    it received: ``bodies`` (the request bodies) and ``batches`` (the events, decoded)."""
 
-    def __init__(self) -> None:
+    def __init__(self, destination: str | Destination = "orb") -> None:
+        self._destination = resolve(destination)
+        self._answer = accepted(self._destination)
         self._lock = threading.Lock()
         self.batches: list[list[dict[str, Any]]] = []
         self.bodies: list[bytes] = []
         self.closed = False
 
     def send(self, events: Sequence[bytes], *, timeout: float | None = None) -> Response:
-        body = encode_batch(events)
-        decoded = orjson.loads(body)["events"]
+        body = self._destination.envelope(events)
+        decoded = [orjson.loads(event) for event in events]
         with self._lock:
             self.bodies.append(body)
             self.batches.append(decoded)
-        return Response(200, {"content-type": "application/json"}, b'{"validation_failed":[]}')
+        return self._answer
 
     def close(self) -> None:
         self.closed = True
@@ -48,8 +75,9 @@ class RecordingTransport:
             return [event for batch in self.batches for event in batch]
 
     def keys(self) -> set[str]:
-        """The distinct idempotency keys received."""
-        return {e["idempotency_key"] for e in self.events}
+        """The distinct idempotency keys received (in the destination's own field)."""
+        field = self._destination.key_field
+        return {e[field] for e in self.events}
 
 
 Step = int | Response | BaseException
@@ -58,15 +86,21 @@ Step = int | Response | BaseException
 class FlakyTransport:
     """Plays a script of outcomes, one per request, then delegates to ``then``.
 
-    A step is an HTTP status (``503``; a 2xx comes with Orb's empty ``validation_failed``
-    answer), a full ``Response`` (for headers such as ``Retry-After``, or a body that is
-    not Orb's), or an exception to raise (``TransportError("refused")``).
+    A step is an HTTP status (``503``; a 2xx comes as ``destination`` accepts a batch), a
+    full ``Response`` (for headers such as ``Retry-After``, or a body that is not the
+    destination's), or an exception to raise (``TransportError("refused")``).
     """
 
-    def __init__(self, script: Iterable[Step], then: Transport | None = None) -> None:
+    def __init__(
+        self,
+        script: Iterable[Step],
+        then: Transport | None = None,
+        destination: str | Destination = "orb",
+    ) -> None:
         self._script = list(script)
         self._lock = threading.Lock()
-        self.then: Transport = then if then is not None else RecordingTransport()
+        self._accepted = accepted(destination)
+        self.then: Transport = then if then is not None else RecordingTransport(destination)
         self.attempts = 0
 
     def send(self, events: Sequence[bytes], *, timeout: float | None = None) -> Response:
@@ -77,9 +111,11 @@ class FlakyTransport:
             return self.then.send(events, timeout=timeout)
         if isinstance(step, BaseException):
             raise step
-        if isinstance(step, int):  # a 2xx is Orb's ingest answer: anything else is not delivery
-            body = b'{"validation_failed":[]}' if 200 <= step < 300 else b"{}"
-            return Response(step, {"content-type": "application/json"}, body)
+        if isinstance(step, int):  # a 2xx is the destination's acceptance
+            if 200 <= step < 300:
+                ok = self._accepted
+                return Response(step, ok.headers, ok.body)
+            return Response(step, {"content-type": "application/json"}, b"{}")
         return step
 
     def close(self) -> None:

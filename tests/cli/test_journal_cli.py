@@ -13,10 +13,10 @@ import orjson
 import pytest
 
 import meterline
-from meterline import _journal_format as fmt
 from meterline._config import Config
-from meterline._journal import Journal
 from meterline.cli import main
+from meterline.journal import Journal
+from meterline.journal import _format as fmt
 from tests.journal.helpers import craft, encode_v1
 from tests.support.journal import ready_events
 

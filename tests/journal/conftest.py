@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from meterline._journal import Journal
+from meterline.journal import Journal
 from tests.journal.helpers import FakeClock
 
 

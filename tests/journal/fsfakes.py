@@ -9,7 +9,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable
 
-from meterline._fsops import OsFileOps
+from meterline.journal._fsops import OsFileOps
 
 __all__ = ["FaultyFileOps", "NoSyncFileOps", "PowerCut", "PowerCutFileOps"]
 

@@ -14,7 +14,7 @@ import sys
 
 import orjson
 
-from meterline._journal import Journal
+from meterline.journal import Journal
 
 
 def main() -> int:

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from meterline import _journal_format as fmt
 from meterline._errors import ConfigError, JournalCorruptError, JournalError
-from meterline._journal import Journal, inspect_file
+from meterline.journal import Journal, inspect_file
+from meterline.journal import _format as fmt
 from tests.journal.helpers import batch, event, files, key_of
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from meterline import _journal_format as fmt
 from meterline._errors import JournalCorruptError, JournalError
-from meterline._journal import Journal
+from meterline.journal import Journal
+from meterline.journal import _format as fmt
 from tests.journal.fsfakes import NoSyncFileOps
 from tests.journal.helpers import FP_OURS, batch, craft, encode_v1, event, files
 
@@ -206,7 +206,7 @@ def test_requeue_from_quarantine(make_journal, jdir):
 
 def test_inspect_of_a_quarantined_file_shows_the_reason(make_journal, jdir):
     """The CLI sees why a file was quarantined next to what it contains."""
-    from meterline._journal import inspect_file
+    from meterline.journal import inspect_file
 
     journal = make_journal()
     name = plant(journal, craft(b'{"idempotency_key":"a"}\n[]', 2), 1)

@@ -6,8 +6,8 @@ import errno
 
 import pytest
 
-from meterline import _journal_format as fmt
 from meterline._errors import JournalError, JournalFullError
+from meterline.journal import _format as fmt
 from tests.journal.fsfakes import FaultyFileOps
 from tests.journal.helpers import batch, files
 

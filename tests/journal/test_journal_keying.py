@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from meterline import _journal_format as fmt
 from meterline._errors import ConfigError, JournalCorruptError, JournalError, JournalForeignError
-from meterline._journal import Journal, inspect_file
+from meterline.journal import Journal, inspect_file
+from meterline.journal import _format as fmt
 from tests.journal.fsfakes import FaultyFileOps
 from tests.journal.helpers import FP_OURS, FP_THEIRS, batch, craft, encode_v1, event, files
 

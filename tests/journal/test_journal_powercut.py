@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from meterline._errors import JournalCorruptError
-from meterline._journal import Journal, inspect_file
+from meterline.journal import Journal, inspect_file
 from tests.journal.fsfakes import NoSyncFileOps, PowerCut, PowerCutFileOps
 from tests.journal.helpers import FakeClock, batch, files, key_of
 

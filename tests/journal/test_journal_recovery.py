@@ -6,7 +6,7 @@ import fcntl
 import logging
 import os
 
-from meterline import _journal_format as fmt
+from meterline.journal import _format as fmt
 from tests.journal.fsfakes import FaultyFileOps
 from tests.journal.helpers import batch, craft, files
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from meterline import _journal_format as fmt
 from meterline._errors import JournalCorruptError, JournalError, JournalFullError
-from meterline._journal import Journal
+from meterline.journal import Journal
+from meterline.journal import _format as fmt
 from tests.journal.fsfakes import PowerCutFileOps
 from tests.journal.helpers import FakeClock, batch, files, key_of
 

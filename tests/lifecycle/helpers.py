@@ -163,7 +163,7 @@ def closed_port_url() -> str:
 def ready_events(journal_dir: Path) -> int:
     """Events in the journal's ready/ (read-only: no lock is taken, nothing is created)."""
     from meterline import MeterlineError
-    from meterline._journal import inspect_file
+    from meterline.journal import inspect_file
 
     ready = journal_dir / "ready"
     if not ready.is_dir():

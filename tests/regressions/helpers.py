@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import meterline
-from meterline._journal import inspect_file
+from meterline.journal import inspect_file
 from tests.lifecycle.helpers import Proc
 
 ROOT = Path(__file__).resolve().parents[2]

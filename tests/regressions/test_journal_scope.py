@@ -18,7 +18,7 @@ import pytest
 import meterline
 from meterline import DropReport
 from meterline._config import Config
-from meterline._journal import Journal
+from meterline.journal import Journal
 from meterline.testing import wait_until
 from tests.regressions.helpers import (
     journal_keys,

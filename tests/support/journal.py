@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meterline._journal import Journal
+from meterline.journal import Journal
 
 
 def ready_events(journal_dir: Path) -> int:

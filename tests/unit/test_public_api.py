@@ -41,5 +41,16 @@ def test_testing_module_surface():
         "FlakyTransport",
         "RecordingTransport",
         "TransportError",
+        "accepted",
         "wait_until",
     ]
+
+
+def test_destinations_module_surface():
+    """meterline.destinations offers the protocol, the built-ins and resolve(), sorted."""
+    import meterline.destinations as d
+
+    assert d.__all__ == sorted(d.__all__)
+    assert set(d.BUILT_IN) <= {"orb", "metronome", "lago", "openmeter", "stripe"}
+    for name in d.__all__:
+        assert hasattr(d, name)

@@ -9,14 +9,15 @@ import pytest
 from freezegun import freeze_time
 
 from meterline import InvalidEventError
-from meterline._event import serialize, validate
+from meterline._event import validate
+from meterline.destinations import Orb
 
 NOW = datetime(2026, 11, 22, 12, 30, 45, 123456, tzinfo=timezone.utc)
 
 
 def _sent_timestamp(**kwargs: object) -> str:
     pending = validate("c", "e", None, kwargs.get("timestamp"), None, 32 * 1024)
-    return str(orjson.loads(serialize(pending, "external_customer_id"))["timestamp"])
+    return str(orjson.loads(Orb().serialize_many([pending])[0])["timestamp"])
 
 
 @freeze_time(NOW)

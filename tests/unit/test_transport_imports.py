@@ -25,7 +25,9 @@ CHILD = textwrap.dedent(
 
     import meterline
     from meterline._transport import HttpxTransport, TransportError
+    from meterline.destinations import Orb
 
+    ENV = Orb().envelope
     base = sys.argv[1]
     seen = set(sys.modules)
     new = {}
@@ -42,14 +44,14 @@ CHILD = textwrap.dedent(
         made = {}
         def build():
             made["t"] = HttpxTransport(
-                base + "/ok", "sk-test", timeout=0.5, connect_timeout=0.5, gzip=True
+                base + "/ok", "sk-test", timeout=0.5, connect_timeout=0.5, gzip=True, envelope=ENV
             )
             made["bad"] = HttpxTransport(base + "/garbage", "sk-test", timeout=0.5,
-                                         connect_timeout=0.5)
+                                         connect_timeout=0.5, envelope=ENV)
             made["silent"] = HttpxTransport(base + "/silent", "sk-test", timeout=0.3,
-                                            connect_timeout=0.3)
+                                            connect_timeout=0.3, envelope=ENV)
             made["refused"] = HttpxTransport(sys.argv[2], "sk-test", timeout=0.3,
-                                             connect_timeout=0.3)
+                                             connect_timeout=0.3, envelope=ENV)
         stage("construct", build)
         stage("send", lambda: made["t"].send([b'{"n":1}']))
         stage("send again", lambda: made["t"].send([b'{"n":2}'] * 100))

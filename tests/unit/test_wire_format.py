@@ -92,10 +92,12 @@ def test_any_accepted_event_serializes_to_a_valid_body(
     tmp_path_factory, validator, customer, props
 ):
     """Whatever report() accepts round-trips through the wire as a schema-valid event."""
-    from meterline._event import serialize, validate
+    from meterline._event import validate
+    from meterline.destinations import Orb
 
     pending = validate(customer, "e", props, None, None, 32 * 1024)
-    body = b'{"events":[' + serialize(pending, "external_customer_id") + b"]}"
+    orb = Orb()
+    body = orb.envelope(orb.serialize_many([pending]))
     doc = orjson.loads(body)
     validator.validate(doc)
     event = doc["events"][0]
@@ -117,9 +119,10 @@ def test_any_accepted_event_serializes_to_a_valid_body(
     field=st.sampled_from(["external_customer_id", "customer_id"]),
 )
 def test_batch_serializer_matches_the_single_event_one_byte_for_byte(events, field):
-    """The worker's batch serializer and serialize() give identical bytes for every event,
+    """Orb's batch serializer gives each event the bytes it gives that event alone,
     whether its timestamp is the default stamp or one the caller gave."""
-    from meterline._event import serialize, serialize_many, validate
+    from meterline._event import validate
+    from meterline.destinations import Orb
 
     pending = [
         validate(
@@ -127,4 +130,5 @@ def test_batch_serializer_matches_the_single_event_one_byte_for_byte(events, fie
         )
         for customer, props, given_ts in events
     ]
-    assert serialize_many(pending, field) == [serialize(p, field) for p in pending]
+    orb = Orb(customer_field=field)
+    assert orb.serialize_many(pending) == [orb.serialize_many([p])[0] for p in pending]

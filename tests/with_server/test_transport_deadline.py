@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from meterline._transport import MAX_RESPONSE_BYTES, HttpxTransport, TransportError
+from meterline.destinations import Orb
 
 KEY = "sk-test-0123456789abcdef"
 MARGIN = 0.2  # what a bounded request may take beyond its bound
@@ -114,6 +115,7 @@ def transport() -> Iterator[Callable[..., HttpxTransport]]:
     def make(url: str, **options: object) -> HttpxTransport:
         options.setdefault("timeout", 1.0)
         options.setdefault("connect_timeout", 1.0)
+        options.setdefault("envelope", Orb().envelope)
         api_key = options.pop("api_key", KEY)
         made.append(HttpxTransport(url, api_key, **options))  # type: ignore[arg-type]
         return made[-1]

@@ -10,15 +10,18 @@ guard, not a path), and entries the full queue turned away (*dropped*, ``queue_f
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from meterline._delivery import Batch, Item
-from meterline._event import KEY, SIZE, Pending, serialize, serialize_many
+from meterline._event import KEY, SIZE, Pending
+
+Serialize = Callable[[Sequence[Pending]], list[bytes]]
 
 __all__ = ["Cut", "cut"]
 
-_ENVELOPE = 16  # bytes of the batch envelope around the events
+_ENVELOPE = 16  # bytes of the batch envelope around the events (Orb's: 13)
 
 
 @dataclass
@@ -33,7 +36,7 @@ class Cut:
 
 
 def cut(
-    entries: list[Any], first: int, customer_field: str, max_events: int, max_bytes: int
+    entries: list[Any], first: int, serialize: Serialize, max_events: int, max_bytes: int
 ) -> Cut:
     """Serialize ``entries`` (indexes from ``first``) into batches of at most ``max_events``
     events and ``max_bytes`` real bytes."""
@@ -43,11 +46,11 @@ def cut(
         if len(entry) == 1:
             pending = entry[0]
             out.turned_away.append(
-                Item(first + i, 0, pending[KEY], _body_or_empty(pending, customer_field))
+                Item(first + i, 0, pending[KEY], _body_or_empty(pending, serialize))
             )
         else:
             events.append((first + i, entry))
-    bodies = _serialize(events, customer_field, out)
+    bodies = _serialize(events, serialize, out)
     seen: dict[str, Pending] = {}
     limit = max_bytes - _ENVELOPE
     batch: list[Item] = []
@@ -74,27 +77,36 @@ def cut(
 
 
 def _serialize(
-    events: list[tuple[int, Pending]], customer_field: str, out: Cut
+    events: list[tuple[int, Pending]], serialize: Serialize, out: Cut
 ) -> list[bytes | None]:
     pendings = [event for _, event in events]
     try:
-        return list(serialize_many(pendings, customer_field))
-    except (TypeError, ValueError):  # orjson.JSONEncodeError is both
-        pass
+        made: list[bytes | None] = list(serialize(pendings))
+    except Exception:  # noqa: BLE001 - orjson.JSONEncodeError, or a custom destination's bug
+        made = []
+    if len(made) == len(pendings) and all(type(b) is bytes for b in made):
+        return made
     bodies: list[bytes | None] = []
     for idx, event in events:  # find the one that fails; the others go on
         try:
-            bodies.append(serialize(event, customer_field))
-        except (TypeError, ValueError):
+            bodies.append(_one(event, serialize))
+        except Exception:  # noqa: BLE001 - this one event is dropped, counted; the rest go on
             out.unserializable.append(Item(idx, event[SIZE], event[KEY], b""))
             bodies.append(None)
     return bodies
 
 
-def _body_or_empty(event: Pending, customer_field: str) -> bytes:
+def _one(event: Pending, serialize: Serialize) -> bytes:
+    (body,) = serialize([event])
+    if type(body) is not bytes:
+        raise TypeError("a destination must serialize an event to bytes")
+    return body
+
+
+def _body_or_empty(event: Pending, serialize: Serialize) -> bytes:
     try:
-        return serialize(event, customer_field)
-    except (TypeError, ValueError):
+        return _one(event, serialize)
+    except Exception:  # noqa: BLE001 - a body only for on_drop's report
         return b""
 
 

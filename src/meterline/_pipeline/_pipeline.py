@@ -32,8 +32,8 @@ from meterline._stats import Counters, DropReport, FlushResult, RateLimitedLog, 
 
 if TYPE_CHECKING:
     from meterline._config import Config
-    from meterline._journal import Journal
     from meterline._transport import Transport
+    from meterline.journal import Journal
 
 __all__ = ["Pipeline", "close_all", "open_pipelines"]
 
@@ -129,6 +129,7 @@ class Pipeline:
             counters=self.counters,
             settle=self.settle,
             park=self._park,
+            not_abandoned=self.settlement.not_abandoned,
             stopping=self.retry_stop,
             sleep=self._nap,
             on_error=self._on_error,

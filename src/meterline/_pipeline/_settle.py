@@ -76,6 +76,14 @@ class Settlement:
             self._abandoned.update(it.idx for it in fresh)
             return fresh
 
+    def not_abandoned(self, items: list[Item]) -> list[Item]:
+        """``items`` without those close() already journaled (a send that outlived close():
+        its failure must not write a second copy)."""
+        if not self._abandoned:
+            return items
+        with self.lock:
+            return [it for it in items if it.idx < 0 or it.idx not in self._abandoned]
+
     def settle(self, items: Sequence[Item], outcome: str, *, abandoned: bool = False) -> int:
         """Record the outcome of items (replayed items, index -1, are not held); return how
         many were settled now (not before, by close())."""

@@ -99,7 +99,11 @@ class Spooler:
         config = pipe.config
         delivery = pipe.delivery
         made = cut(
-            entries, first, config.customer_field, config.max_batch_events, config.max_batch_bytes
+            entries,
+            first,
+            config.destination.serialize_many,
+            config.max_batch_events,
+            config.max_batch_bytes,
         )
         placed = 0
         try:

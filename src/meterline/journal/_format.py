@@ -20,8 +20,9 @@ that has none. A version-1 file has no fingerprint (``Header.fingerprint`` is No
 predates keying, and any replayer may send it.
 
 The payload is the events joined by ``b"\\n"`` (JSON Lines, no trailing newline): each
-line is the exact bytes the worker serialized, a JSON object with a string
-``idempotency_key``. In a rejected file (``FLAG_REJECTED``) each line is instead
+line is the exact bytes the worker serialized for the destination, a JSON object (its
+idempotency key is in the destination's own field). In a rejected file
+(``FLAG_REJECTED``) each line is instead
 ``{"reasons":[...],"event":<the event bytes, verbatim>}``, so the event comes back exact.
 
 Every version keeps the first 8 bytes and the trailing header CRC, so the header CRC is
@@ -100,8 +101,9 @@ class Batch:
 
 
 def check_events(events: Sequence[bytes]) -> None:
-    """Raise ValueError unless each event is bytes, one line, and a JSON object with a
-    string ``idempotency_key``: what ``decode`` will demand of it."""
+    """Raise ValueError unless each event is bytes, one line, and a JSON object: what
+    ``decode`` will demand of it. (Which field holds the key is the destination's business;
+    the journal keeps any destination's events.)"""
     for index, event in enumerate(events):
         if not isinstance(event, bytes):
             raise ValueError(f"event {index} must be bytes, not {type(event).__name__}")
@@ -113,9 +115,8 @@ def check_events(events: Sequence[bytes]) -> None:
 
 
 def first_bad(lines: Sequence[bytes]) -> tuple[int, str] | None:
-    """The index of the first line that is not a JSON object with a string
-    ``idempotency_key``, and why; None if all are. One tight loop: this is the hot path
-    of both spill and read."""
+    """The index of the first line that is not a JSON object, and why; None if all are.
+    One tight loop: this is the hot path of both spill and read."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for index, line in enumerate(lines):
         try:
@@ -124,8 +125,6 @@ def first_bad(lines: Sequence[bytes]) -> tuple[int, str] | None:
             return index, "not valid JSON"
         if type(obj) is not dict:
             return index, "not a JSON object"
-        if type(obj.get("idempotency_key")) is not str:
-            return index, "without a string idempotency_key"
     return None
 
 

@@ -13,8 +13,8 @@ from typing import NoReturn
 
 from ._config import Config
 from ._errors import ConfigError, JournalError, MeterlineError
-from ._journal import Journal, inspect_file
 from ._stats import ReplayResult
+from .journal import Journal, inspect_file
 
 __all__ = ["add_journal"]
 

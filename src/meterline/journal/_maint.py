@@ -11,9 +11,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meterline import _journal_format as fmt
 from meterline._errors import JournalCorruptError, JournalError
-from meterline._journal_store import Store, log
+
+from . import _format as fmt
+from ._store import Store, log
 
 
 def recover(store: Store) -> int:

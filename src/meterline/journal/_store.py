@@ -18,15 +18,16 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from meterline import _journal_format as fmt
 from meterline._errors import (
     JournalCorruptError,
     JournalError,
     JournalForeignError,
     JournalFullError,
 )
-from meterline._fsops import FileOps
-from meterline._journal_layout import FILE_MODE, SUBDIRS
+
+from . import _format as fmt
+from ._fsops import FileOps
+from ._layout import FILE_MODE, SUBDIRS
 
 log = logging.getLogger("meterline.journal")
 

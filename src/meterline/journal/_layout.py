@@ -11,7 +11,8 @@ import os
 import stat
 
 from meterline._errors import ConfigError
-from meterline._fsops import FileOps
+
+from ._fsops import FileOps
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

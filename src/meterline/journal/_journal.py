@@ -13,7 +13,7 @@ Layout, one directory per destination, endpoint and credential (directories 0700
 
 A batch file is a header (magic, version, flags, count, payload length, CRC32 of the
 payload, fingerprint, CRC32 of the header) then the events' exact bytes as JSON Lines
-(``_journal_format``). Never pickle.
+(``_format``). Never pickle.
 
 Keying. A journal given a ``fingerprint`` (16 opaque bytes naming the destination,
 endpoint and credential its batches may be replayed to) writes it into every file, and
@@ -45,12 +45,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from meterline import _journal_format as fmt
-from meterline import _journal_maint as maint
 from meterline._errors import ConfigError, JournalError
-from meterline._fsops import FileOps, OsFileOps
-from meterline._journal_layout import FILE_MODE, check_directory, make_layout
-from meterline._journal_store import NOFOLLOW_CLOEXEC, Store
+
+from . import _format as fmt
+from . import _maint as maint
+from ._fsops import FileOps, OsFileOps
+from ._layout import FILE_MODE, check_directory, make_layout
+from ._store import NOFOLLOW_CLOEXEC, Store
 
 __all__ = [
     "BatchRef",
