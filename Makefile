@@ -11,7 +11,7 @@ BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1
 help:
 	@echo "make demo   - run the quickstart against the local reference ingest server"
 	@echo "make test   - lint-free install and the whole test suite"
-	@echo "make lint   - ruff and mypy --strict"
+	@echo "make lint   - ruff, mypy --strict and the import contracts (lint-imports)"
 	@echo "make bench  - benchmarks against the peers; writes benchmarks/RESULTS.md"
 
 $(STAMP):
@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py
