@@ -10,20 +10,26 @@ from __future__ import annotations
 from meterline._errors import ConfigError
 
 from ._base import Answer, Destination, Session, SessionGrant
+from .openmeter import OpenMeter
 from .orb import Orb
+from .stripe import Stripe
 
 __all__ = [
     "Answer",
     "Destination",
+    "OpenMeter",
     "Orb",
     "Session",
     "SessionGrant",
+    "Stripe",
     "resolve",
 ]
 
 # name -> the class built with its defaults by ``resolve("name")`` (not in __all__: a table)
 BUILT_IN: dict[str, type] = {
     "orb": Orb,
+    "openmeter": OpenMeter,
+    "stripe": Stripe,
 }
 
 _MEMBERS = (
