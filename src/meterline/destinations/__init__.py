@@ -10,6 +10,8 @@ from __future__ import annotations
 from meterline._errors import ConfigError
 
 from ._base import Answer, Destination, Session, SessionGrant
+from .lago import Lago
+from .metronome import Metronome
 from .openmeter import OpenMeter
 from .orb import Orb
 from .stripe import Stripe
@@ -17,6 +19,8 @@ from .stripe import Stripe
 __all__ = [
     "Answer",
     "Destination",
+    "Lago",
+    "Metronome",
     "OpenMeter",
     "Orb",
     "Session",
@@ -28,6 +32,8 @@ __all__ = [
 # name -> the class built with its defaults by ``resolve("name")`` (not in __all__: a table)
 BUILT_IN: dict[str, type] = {
     "orb": Orb,
+    "metronome": Metronome,
+    "lago": Lago,
     "openmeter": OpenMeter,
     "stripe": Stripe,
 }
