@@ -88,6 +88,7 @@ class Client:
                 max_age=config.journal_max_age,
                 min_free_bytes=config.journal_min_free_bytes,
                 fingerprint=config.journal_fingerprint,
+                key_field=config.destination.key_field,
             )
 
         self._journal_dir = directory

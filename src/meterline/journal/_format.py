@@ -20,8 +20,9 @@ that has none. A version-1 file has no fingerprint (``Header.fingerprint`` is No
 predates keying, and any replayer may send it.
 
 The payload is the events joined by ``b"\\n"`` (JSON Lines, no trailing newline): each
-line is the exact bytes the worker serialized for the destination, a JSON object (its
-idempotency key is in the destination's own field). In a rejected file
+line is the exact bytes the worker serialized for the destination, a JSON object with a
+string idempotency key in the destination's own field (Orb's ``idempotency_key`` unless
+the journal is told another). In a rejected file
 (``FLAG_REJECTED``) each line is instead
 ``{"reasons":[...],"event":<the event bytes, verbatim>}``, so the event comes back exact.
 
@@ -100,23 +101,27 @@ class Batch:
     reasons: list[list[str]] | None
 
 
-def check_events(events: Sequence[bytes]) -> None:
-    """Raise ValueError unless each event is bytes, one line, and a JSON object: what
-    ``decode`` will demand of it. (Which field holds the key is the destination's business;
-    the journal keeps any destination's events.)"""
+KEY_FIELD = "idempotency_key"  # Orb's; a journal for another destination names its own
+
+
+def check_events(events: Sequence[bytes], key_field: str = KEY_FIELD) -> None:
+    """Raise ValueError unless each event is bytes, one line, and a JSON object with a
+    string in ``key_field`` (the destination's idempotency key): what ``decode`` will
+    demand of it."""
     for index, event in enumerate(events):
         if not isinstance(event, bytes):
             raise ValueError(f"event {index} must be bytes, not {type(event).__name__}")
         if b"\n" in event:
             raise ValueError(f"event {index} contains a newline")
-    bad = first_bad(events)
+    bad = first_bad(events, key_field)
     if bad is not None:
         raise ValueError(f"event {bad[0]} is {bad[1]}")
 
 
-def first_bad(lines: Sequence[bytes]) -> tuple[int, str] | None:
-    """The index of the first line that is not a JSON object, and why; None if all are.
-    One tight loop: this is the hot path of both spill and read."""
+def first_bad(lines: Sequence[bytes], key_field: str | None = KEY_FIELD) -> tuple[int, str] | None:
+    """The index of the first line that is not a JSON object with a string ``key_field``,
+    and why; None if all are (``key_field`` None: any object). One tight loop: this is the
+    hot path of spill and read."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for index, line in enumerate(lines):
         try:
@@ -125,6 +130,8 @@ def first_bad(lines: Sequence[bytes]) -> tuple[int, str] | None:
             return index, "not valid JSON"
         if type(obj) is not dict:
             return index, "not a JSON object"
+        if key_field is not None and type(obj.get(key_field)) is not str:
+            return index, f"without a string {key_field}"
     return None
 
 
@@ -151,23 +158,28 @@ def check_fingerprint(fingerprint: object) -> bytes:
     return fingerprint
 
 
-def encode(events: Sequence[bytes], *, fingerprint: bytes = NO_FINGERPRINT) -> bytes:
+def encode(
+    events: Sequence[bytes], *, fingerprint: bytes = NO_FINGERPRINT, key_field: str = KEY_FIELD
+) -> bytes:
     """A whole batch file for ``events``; ValueError if the batch is empty or invalid."""
     check_fingerprint(fingerprint)
     if not events:
         raise ValueError("a batch needs at least one event")
-    check_events(events)
+    check_events(events, key_field)
     return _pack(b"\n".join(events), len(events), 0, fingerprint)
 
 
 def encode_rejected(
-    items: Sequence[tuple[bytes, Sequence[str]]], *, fingerprint: bytes = NO_FINGERPRINT
+    items: Sequence[tuple[bytes, Sequence[str]]],
+    *,
+    fingerprint: bytes = NO_FINGERPRINT,
+    key_field: str = KEY_FIELD,
 ) -> bytes:
     """A rejected file: each event (verbatim) with the server's reasons."""
     check_fingerprint(fingerprint)
     if not items:
         raise ValueError("a batch needs at least one event")
-    check_events([event for event, _ in items])
+    check_events([event for event, _ in items], key_field)
     lines = []
     for event, reasons in items:
         if isinstance(reasons, (str, bytes)) or not all(isinstance(r, str) for r in reasons):
@@ -221,7 +233,7 @@ def decode_header(data: bytes) -> Header:
     return header
 
 
-def decode(data: bytes) -> Batch:
+def decode(data: bytes, key_field: str | None = KEY_FIELD) -> Batch:
     """Verify every check of a batch file and return its events, exactly as spilled."""
     header = decode_header(data)
     payload = data[header.header_len :]
@@ -234,19 +246,19 @@ def decode(data: bytes) -> Batch:
     if len(lines) != header.count:
         raise BatchFormatError(f"payload has {len(lines)} lines, header says {header.count}")
     if not header.flags & FLAG_REJECTED:
-        bad = first_bad(lines)
+        bad = first_bad(lines, key_field)
         if bad is not None:
             raise BatchFormatError(f"event {bad[0]} is {bad[1]}")
         return Batch(header, lines, None)
     events, reasons = [], []
     for index, line in enumerate(lines):
-        event, why = _split_rejected(line, index)
+        event, why = _split_rejected(line, index, key_field)
         events.append(event)
         reasons.append(why)
     return Batch(header, events, reasons)
 
 
-def _split_rejected(line: bytes, index: int) -> tuple[bytes, list[str]]:
+def _split_rejected(line: bytes, index: int, key_field: str | None) -> tuple[bytes, list[str]]:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -260,7 +272,7 @@ def _split_rejected(line: bytes, index: int) -> tuple[bytes, list[str]]:
     if not line.startswith(prefix) or not line.endswith(b"}"):
         raise BatchFormatError(f"rejected entry {index}: not in canonical form")
     event = line[len(prefix) : -1]
-    bad = first_bad([event])
+    bad = first_bad([event], key_field)
     if bad is not None:
         raise BatchFormatError(f"rejected entry {index}: the event is {bad[1]}")
     return event, reasons
@@ -302,7 +314,7 @@ def inspect_bytes(data: bytes) -> dict[str, object]:
         lines = data[size:].split(b"\n") if len(data) > size else []
     reasons: list[list[str]] | None = None
     try:
-        batch = decode(data)
+        batch = decode(data, key_field=None)  # any destination's file
     except FutureBatchError as exc:
         info.update(future=True, error=str(exc))
     except BatchFormatError as exc:

@@ -127,7 +127,9 @@ class Journal:
 
     Safe to share between threads; several processes may share the directory. The
     constructor does no I/O; call ``open()`` first. ``fingerprint`` (16 bytes, or None to
-    write zeros and read every file) keys the files this journal writes and reads.
+    write zeros and read every file) keys the files this journal writes and reads;
+    ``key_field`` names the field of each event that holds its idempotency key (the
+    destination's: Orb's ``idempotency_key``, Lago's ``transaction_id``...).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class Journal:
         clock: Callable[[], float] = time.time,
         fs: FileOps | None = None,
         fingerprint: bytes | None = None,
+        key_field: str = "idempotency_key",
     ) -> None:
         if not max_bytes > 0:
             raise ConfigError(f"journal max_bytes must be positive, not {max_bytes!r}")
@@ -157,7 +160,10 @@ class Journal:
         self._max_age = float(max_age)
         self._min_free = min_free_bytes
         self._clock = clock
-        self._store = Store(self._dir, fs if fs is not None else OsFileOps(), clock, fingerprint)
+        self._key_field = key_field
+        self._store = Store(
+            self._dir, fs if fs is not None else OsFileOps(), clock, fingerprint, key_field
+        )
         self._mutex = threading.Lock()  # guards _claims
         self._lead_mutex = threading.Lock()  # one try_lead at a time
         self._claims: dict[int, tuple[int, Claim]] = {}  # token -> (fd, claim)
@@ -253,7 +259,9 @@ class Journal:
 
     def _spill(self, events: Sequence[bytes]) -> tuple[int, BatchRef]:
         self._require_open()
-        data = fmt.encode(events, fingerprint=self._store.write_fingerprint)
+        data = fmt.encode(
+            events, fingerprint=self._store.write_fingerprint, key_field=self._key_field
+        )
         self._store.reserve(len(data), self._max_bytes, self._min_free)
         try:
             fd, name = self._store.commit(data, "ready", None)
@@ -345,8 +353,11 @@ class Journal:
         claim is released even if this raises, and the original is kept on failure.
         """
         keyed = self._store.write_fingerprint
-        again = fmt.encode(remaining, fingerprint=keyed) if remaining else None
-        refused = fmt.encode_rejected(rejected, fingerprint=keyed) if rejected else None
+        field = self._key_field
+        again = fmt.encode(remaining, fingerprint=keyed, key_field=field) if remaining else None
+        refused = (
+            fmt.encode_rejected(rejected, fingerprint=keyed, key_field=field) if rejected else None
+        )
         fd = self._take(claim)
         try:
             for data, dest, created_ns in (

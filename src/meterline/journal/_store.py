@@ -51,8 +51,10 @@ class Store:
         fs: FileOps,
         clock: Callable[[], float],
         fingerprint: bytes | None = None,
+        key_field: str = fmt.KEY_FIELD,
     ) -> None:
         self.dir = directory
+        self.key_field = key_field
         self.fs = fs
         self.clock = clock
         self.fingerprint = fingerprint
@@ -158,7 +160,7 @@ class Store:
         expected = header.header_len + header.payload_len
         if expected != size:
             raise fmt.BatchFormatError(f"file is {size} bytes, its header says {expected}")
-        return fmt.decode(head + self._pread(fd, size - len(head), len(head)))
+        return fmt.decode(head + self._pread(fd, size - len(head), len(head)), self.key_field)
 
     def load_checked(self, fd: int, where: str, name: str, size: int) -> fmt.Batch:
         """``load`` with this store's fingerprint, but a corrupt file is quarantined
