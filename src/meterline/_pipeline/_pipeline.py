@@ -4,7 +4,13 @@
 them and journals what must be journaled; it never waits on the network. The *sender* sends,
 retries and replays. Every event the spooler takes off the queue is settled exactly once
 (``_settle``), which is how ``flush()`` and ``close()`` know when the events they wait for
-ended. ``close_all`` closes several pipelines within one bound (the interpreter's exit).
+ended. The close sequence itself is in ``_close``.
+
+Why this module is long: ``Pipeline`` is one object whose state (the queue, the flags the
+two threads read, the delivery and its journal) every method shares, and fork resets all of
+it at once. The jobs that have their own state are modules of their own (queue, batches,
+spooler, sender, settlement, close); what is left would only be split into classes that
+reach into each other's attributes.
 """
 
 from __future__ import annotations
@@ -17,15 +23,16 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from meterline._delivery import Batch, Delivery, Item
 from meterline._errors import ClientClosedError, ConfigError, JournalError
 from meterline._event import Pending, forget_keys
+from meterline._pipeline._close import close_all
 from meterline._pipeline._queue import Queue, Wake
 from meterline._pipeline._sender import Sender
-from meterline._pipeline._settle import Settlement, Waiter
+from meterline._pipeline._settle import Settlement
 from meterline._pipeline._spooler import Spooler
 from meterline._replay import NOT_LEADER, Replayer
 from meterline._stats import Counters, DropReport, FlushResult, RateLimitedLog, logger
@@ -35,14 +42,12 @@ if TYPE_CHECKING:
     from meterline._transport import Transport
     from meterline.journal import Journal
 
-__all__ = ["Pipeline", "close_all", "open_pipelines"]
+__all__ = ["Pipeline", "open_pipelines"]
 
 # The idna codec is imported above, not by the sender's first getaddrinfo(): a fork while a
 # thread is inside that import leaves the child's codec registry with "unknown encoding:
 # idna" for good, and no request from the child would ever reach the endpoint.
 
-_STEP = 0.005  # how often close() looks at its pipelines
-_STUCK = 0.5  # a send at close taking longer than this (or a quarter of the bound): journal
 _JOURNAL_RETRY = 5.0  # seconds between attempts to open a journal that failed to open
 
 # Every pipeline that has started its threads and is not closed, referenced strongly: the
@@ -92,7 +97,7 @@ class Pipeline:
         self.send_wake = Wake()
         self.spool_lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._close_lock = threading.Lock()
+        self.close_lock = threading.Lock()
         self._thread_ids: set[int] = set()
         self.queue = Queue(
             self.settlement,
@@ -114,15 +119,11 @@ class Pipeline:
         self.closing = False
         self.backlog_done = False
         self.orphaned = False
-        self._final_done = False
-        self._final = False  # close() is journaling what is left: nothing goes back to memory
-        self._threads: list[threading.Thread] = []
+        self.final_done = False
+        self.final = False  # close() is journaling what is left: nothing goes back to memory
+        self.threads: list[threading.Thread] = []
         self._journal_tried = -_JOURNAL_RETRY
         self._journal_lock = threading.Lock()
-        self._waiter: Waiter | None = None
-        self._deadline = 0.0
-        self._bound = 0.0
-        self._inline = False
         self.delivery = Delivery(
             config,
             transport_factory=self._transport_factory,
@@ -166,9 +167,9 @@ class Pipeline:
         if self.closed:
             raise ClientClosedError("report() after close(); create a new Client")
         self.queue.put(event)
-        if not self._threads:
+        if not self.threads:
             self._start()
-        if self._final_done:  # close() finished in the instant between the check and put
+        if self.final_done:  # close() finished in the instant between the check and put
             self._withdraw(event)
 
     def _withdraw(self, event: Pending) -> None:
@@ -248,12 +249,12 @@ class Pipeline:
 
     def _start(self) -> bool:
         """Start both threads if they are not running; False when they cannot be."""
-        if self._threads:
+        if self.threads:
             return True
         if not self._start_lock.acquire(blocking=False):
             return True  # another thread (or the code this signal handler interrupted) is
         try:
-            if self._threads:
+            if self.threads:
                 return True
             if sys.is_finalizing() or self.closing:
                 return False
@@ -269,7 +270,7 @@ class Pipeline:
                     self._thread_ids.add(thread.ident or 0)
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
                 return False
-            self._threads = threads
+            self.threads = threads
             return True
         finally:
             self._start_lock.release()
@@ -282,10 +283,10 @@ class Pipeline:
         """The sender's last act: release the connection; after close(), the journal too
         (its claims and the replay lock, which another client may be waiting for)."""
         self.delivery.close()
-        if self._final_done:
-            self._close_journal()
+        if self.final_done:
+            self.close_journal()
 
-    def _close_journal(self) -> None:
+    def close_journal(self) -> None:
         journal = self.delivery.journal
         if journal is not None:
             try:
@@ -342,7 +343,7 @@ class Pipeline:
     def _park(self, batch: Batch) -> None:
         """Neither sent nor journaled: back to memory, unless close() is past its last look
         (then dropped, counted, so that nothing outlives its accounting)."""
-        if self._final:
+        if self.final:
             self.delivery.spill(batch.items, final=True)
         else:
             self.outbox.append(batch)
@@ -368,7 +369,7 @@ class Pipeline:
         """The Client was garbage-collected: close in the background, never in the caller."""
         if self.closed:
             return
-        if not self._threads:
+        if not self.threads:
             self.closed = True
             return
         self.orphaned = True
@@ -380,150 +381,26 @@ class Pipeline:
         except BaseException:  # noqa: BLE001 - the last act of a thread nobody waits for
             logger.exception("meterline: closing a collected client failed")
 
-    def _begin_close(self, deadline: float) -> bool:
-        """Refuse new events and hand everything queued to the sender; False if another
-        close() has it (or had it)."""
-        with self._close_lock:
-            if self.closing:
-                return False
-            self.closing = True
-            self.closed = True
-        with self.settlement.lock:
-            self._waiter = self.settlement.waiter(len(self.queue))
-        self._deadline = deadline
-        self._bound = max(0.0, deadline - self.clock())
-        self.delivery.deadline = deadline - self._reserve()
-        self.retry_stop.set()
-        self.delivery.circuit.probe_now()  # the endpoint may be back: try once before giving up
-        self.spooler_stop.set()
-        self.spool_wake()
-        self.open_journal()
-        self._inline = not self._threads or not self._threads[1].is_alive()
-        self._spool(to_outbox=True)
-        self.send_wake()
-        return True
-
-    def _spool(self, *, to_outbox: bool) -> None:
+    def spool(self, *, to_outbox: bool) -> None:
         try:
             self._spooler.step(everything=True, to_outbox=to_outbox)
         except BaseException:  # noqa: BLE001 - what stays queued is journaled at the end
             logger.exception("meterline: spooling at close failed")
 
-    def _reserve(self) -> float:
-        """Seconds to keep, before the bound, for journaling what is still unsettled."""
-        n = self.unsettled()
-        batches = n // self.config.max_batch_events + 1
-        return 0.02 + n * 10e-6 + batches * 0.004
-
-    def _close_step(self) -> bool:
-        """One look at a closing pipeline; True when it is done."""
-        now = self.clock()
-        waiter = self._waiter
-        assert waiter is not None
-        if len(self.queue):  # reported in the instant close() began
-            self._spool(to_outbox=True)
-        reserve = self._reserve()
-        self.delivery.deadline = self._deadline - reserve
-        settled = waiter.remaining <= 0 and not self.outbox
-        if settled and (self.backlog_done or self._inline or not self.delivery.backlog):
-            self._finish()
-            return True
-        if now >= self._deadline - reserve:
-            self._journal_rest()
-            self._finish()
-            return True
-        if self.delivery.in_flight is not None and now - self.delivery.in_flight_since > min(
-            _STUCK, self._bound / 4
-        ):
-            self._journal_waiting()  # the endpoint is slow or hung: what waits goes to disk now
-        if self._inline:  # no sender thread (interpreter shutdown): send from here
-            batch = self.take_batch()
-            if batch is not None:
-                self.delivery.deliver(batch, final=True)
-            elif settled:
-                self._finish()
-                return True
-        return False
-
-    def _journal_waiting(self, *, final: bool = False) -> None:
-        """Journal the batches still waiting for the sender (not the one in flight);
-        ``final``: what the disk refuses is dropped, counted."""
-        delivery = self.delivery
-        journal = delivery.journal
-        while (batch := self.take_batch()) is not None:
-            if batch.claim is not None and journal is not None:
-                claim, batch.claim = batch.claim, None
-                delivery.quietly(journal.release, claim)
-                self.settle(batch.items, "journaled")
-            elif not delivery.spill(batch.items, final=final):
-                return  # the disk refuses: it went back to the outbox; the end will decide
-
-    def _journal_rest(self) -> None:
-        """The bound is near: journal what is not delivered, the batch in flight included."""
-        self.delivery.deadline = self.clock()  # no new send starts
-        self._final = True
-        self._spool(to_outbox=True)
-        delivery = self.delivery
-        in_flight = delivery.in_flight
-        if in_flight is not None:
-            self._journal_copy(in_flight)
-        self._journal_waiting(final=True)
-
-    def _journal_copy(self, batch: Batch) -> None:
-        """close() gave up waiting for a send (a hung endpoint): journal a copy of that
-        batch and settle it, so that the exit loses nothing. Should the send still land,
-        the replayed copy is a duplicate the server ignores by its key."""
-        items = self.settlement.abandon(batch.items)
-        if not items:
-            return
-        journal = self.delivery.journal
-        if batch.claim is None:  # in write-ahead mode the file is in ready/ already
-            try:
-                if journal is None:
-                    raise JournalError("no usable journal")
-                journal.spill([it.body for it in items])
-            except (JournalError, ValueError) as exc:
-                n = self.settlement.settle(items, "dropped", abandoned=True)
-                self.counters.drop("journal_unavailable", n)
-                self.delivery.report_drop(
-                    DropReport(
-                        "journal_unavailable",
-                        n,
-                        tuple(it.key for it in items),
-                        tuple(it.body for it in items),
-                    )
-                )
-                logger.error("meterline: could not journal %d event(s) at close: %s", n, exc)
-                return
-        n = self.settlement.settle(items, "journaled", abandoned=True)
-        self.counters.add("journaled", n)
-        self.delivery.backlog = True
-
-    def _finish(self) -> None:
-        waiter = self._waiter
-        assert waiter is not None
-        self.sender_stop.set()
-        self.send_wake()
-        sender = self._threads[1] if self._threads else None
-        if sender is not None and sender.is_alive() and not self.on_own_thread():
-            sender.join(max(0.0, min(0.2, self._deadline - self.clock())))
-        self.close_result = waiter.result()
-        self._final_done = True
-        if sender is None or not sender.is_alive():  # else the sender does it on its way out
-            self.delivery.close()
-            self._close_journal()
-        with _open_lock:
-            _open.discard(self)
-
     def _run_inline(self, deadline: float) -> None:
         """Threads cannot start (interpreter shutdown): deliver from the caller's thread."""
         self.open_journal()
-        self._spool(to_outbox=True)
+        self.spool(to_outbox=True)
         while (batch := self.take_batch()) is not None:
             if self.clock() >= deadline:
                 self.delivery.spill(batch.items, final=True)
             else:
                 self.delivery.deliver(batch, final=True)
+
+    def unregister(self) -> None:
+        """Closed: the exit has nothing more to close here."""
+        with _open_lock:
+            _open.discard(self)
 
     # -- fork ------------------------------------------------------------------------------
 
@@ -539,44 +416,6 @@ class Pipeline:
         self.delivery.journal = journal
         with _open_lock:
             _open.discard(self)
-
-
-def close_all(pipelines: Iterable[Pipeline], timeout: float | None) -> list[FlushResult]:
-    """Close pipelines together, each within its bound (``timeout``, else its own
-    ``shutdown_timeout``): the whole takes as long as the longest bound, not their sum."""
-    pipelines = list(pipelines)
-    now = time.monotonic()
-    active = []
-    for pipe in pipelines:
-        bound = pipe.config.shutdown_timeout if timeout is None else max(0.0, timeout)
-        if pipe._begin_close(pipe.clock() + bound):
-            active.append(pipe)
-        else:
-            _wait_for_other_close(pipe, now + bound)
-    pause = threading.Event()
-    while active:
-        active = [pipe for pipe in active if not _step(pipe)]
-        if active:
-            pause.wait(_STEP)
-    return [FlushResult() if p.close_result is None else p.close_result for p in pipelines]
-
-
-def _step(pipe: Pipeline) -> bool:
-    try:
-        return pipe._close_step()
-    except BaseException:  # noqa: BLE001 - one client's failure must not hold the others
-        logger.exception("meterline: closing a client failed")
-        try:
-            pipe._journal_rest()
-        finally:
-            pipe._finish()
-        return True
-
-
-def _wait_for_other_close(pipe: Pipeline, deadline: float) -> None:
-    pause = threading.Event()
-    while pipe.close_result is None and time.monotonic() < deadline and pipe.closing:
-        pause.wait(_STEP)
 
 
 def _after_fork(ref: weakref.ReferenceType[Pipeline]) -> None:
