@@ -161,6 +161,7 @@ class StripeServer(VendorServer):
         self.lifetime = lifetime
         self.tokens: list[str] = []  # every token issued, in order
         self.live: set[str] = set()
+        self.echo = False  # answer the stream with a 503 that quotes the Authorization
 
     def events_of(self, doc: Any) -> list[dict[str, Any]]:
         events = doc.get("events") if isinstance(doc, dict) else None
@@ -187,6 +188,9 @@ class StripeServer(VendorServer):
                 return Reply(401, EXPIRED_BODY)
             if token not in self.live:
                 return Reply(401, stripe_error("authentication_failed", "Not authenticated"))
+            if self.echo:
+                error = stripe_error("api_error", f"overloaded; you sent {auth!r}")
+                return Reply(503, error, {"Stripe-Should-Retry": "false"})
             self.store(self.events_of(seen.doc))
             return Reply(200, {})
         return Reply(404, stripe_error("not_found", "Unrecognized request URL"))
