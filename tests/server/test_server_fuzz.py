@@ -10,7 +10,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterline.server._app import App, Request
+from meterline.server._app import App
+from meterline.server._messages import Request
 from meterline.server._store import Store
 from tests.server.helpers import NOW, event
 

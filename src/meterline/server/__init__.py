@@ -15,8 +15,8 @@ Endpoints under ``/v1``: ``POST /ingest`` (Orb's rules, ``?debug=true``),
 
 from __future__ import annotations
 
-from meterline.server._app import RequestRecord
 from meterline.server._main import READY_LINE, serve
+from meterline.server._messages import RequestRecord
 from meterline.server._server import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_MAX_BODY_BYTES,

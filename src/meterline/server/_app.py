@@ -11,10 +11,10 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from meterline.server._messages import Request, RequestRecord, Response
 from meterline.server._problem import Problem, bad_request
 from meterline.server._rules import (
     AMEND_EVENT_KEYS,
@@ -33,38 +33,6 @@ from meterline.server._time import format_instant, parse_instant
 logger = logging.getLogger("meterline.server")
 
 _NO_PARAMS: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Request:
-    """One HTTP request; ``read_body`` applies the size limit and Content-Encoding."""
-
-    method: str
-    target: str
-    headers: dict[str, str]  # lower-case names
-    read_body: Callable[[], bytes]
-
-
-@dataclass(frozen=True)
-class Response:
-    """A JSON response."""
-
-    status: int
-    body: object
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request as the server saw it, for tests: ``events`` and ``idempotency_keys``
-    describe an ingest body (empty for other requests or unreadable bodies)."""
-
-    method: str
-    path: str
-    status: int
-    events: int = 0
-    idempotency_keys: tuple[str, ...] = ()
-    gzip: bool = False
 
 
 class _Trace:

@@ -19,7 +19,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from meterline.server._app import App, Request, Response
+from meterline.server._app import App
+from meterline.server._messages import Request, Response
 from meterline.server._problem import Problem, bad_request
 
 logger = logging.getLogger("meterline.server")

@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from meterline.server._app import App, RequestRecord
+from meterline.server._app import App
 from meterline.server._http import HttpServer
+from meterline.server._messages import RequestRecord
 from meterline.server._problem import Problem
 from meterline.server._store import Store
 from meterline.server._time import parse_duration
