@@ -9,7 +9,8 @@ It knows no vendor: the envelope, the headers and, for a destination with sessio
 ``HttpxTransport`` bounds each request as a whole: its ``timeout`` (or a shorter one passed
 to ``send()``) covers connecting, sending and reading the whole answer, because its httpcore
 pool runs on ``DeadlineBackend``, which clamps every socket operation to the time left.
-At most ``MAX_RESPONSE_BYTES`` of an answer's body are read.
+At most ``MAX_RESPONSE_BYTES`` of an answer's body are read. The pool, the proxy and the
+bounded reading of a body are in ``_connection``.
 
 Fork safety: everything the send path needs is imported here, at import time, never by
 the first request on a worker thread. A fork (``os.fork()`` or uWSGI's, from C) while
@@ -24,10 +25,9 @@ import gzip as _gzip
 import re
 import threading
 import time
-import urllib.request
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Protocol, cast, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import certifi
 import h11  # noqa: F401 - httpcore's HTTP/1.1 state machine, imported before any fork
@@ -35,6 +35,7 @@ import httpcore
 import httpx
 import idna  # noqa: F401 - httpx encodes non-ASCII host names with it
 
+from ._connection import MAX_RESPONSE_BYTES, CoreTransport, decode, pool, read_at_most
 from ._deadline import DeadlineBackend, within
 from ._response import Response, Session, SessionGrant
 from ._version import __version__
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 USER_AGENT = f"meterline/{__version__}"
-MAX_RESPONSE_BYTES = 1024 * 1024  # of a body, raw and decoded; the rest is not read
 SESSION_MARGIN = 60.0  # seconds before a session's expiry when a new one is opened
 
 # ``certifi.where()`` imports from importlib.resources on its first call, which would
@@ -63,7 +63,7 @@ _FAILURES: tuple[type[Exception], ...] = (
     httpx.HTTPError,
     httpx.InvalidURL,
     httpx.StreamError,
-    httpcore.TimeoutException,  # httpcore's errors reach send() unmapped (_CoreTransport)
+    httpcore.TimeoutException,  # httpcore's errors reach send() unmapped (CoreTransport)
     httpcore.NetworkError,
     httpcore.ProtocolError,
     httpcore.ProxyError,
@@ -161,12 +161,12 @@ class HttpxTransport:
             headers["Content-Encoding"] = "gzip"
         self._secrets.sort(key=len, reverse=True)  # longest first: "Bearer k" before "k"
         try:
-            pool = _pool(httpx.URL(url), DeadlineBackend())
+            connections = pool(httpx.URL(url), DeadlineBackend())
         except _FAILURES as exc:
             self._problem = self._describe(exc, timeout)
-            pool = _pool(None, DeadlineBackend())
+            connections = pool(None, DeadlineBackend())
         self._client = httpx.Client(
-            transport=_CoreTransport(pool),
+            transport=CoreTransport(connections),
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             follow_redirects=False,
@@ -256,11 +256,11 @@ class HttpxTransport:
         )
         answer = self._client.send(request, stream=True)
         try:
-            raw = _read_at_most(answer.iter_raw(), MAX_RESPONSE_BYTES)
+            raw = read_at_most(answer.iter_raw(), MAX_RESPONSE_BYTES)
         finally:
             answer.close()  # an unread rest closes the connection instead of being drained
         names = {k.lower(): v for k, v in answer.headers.items()}
-        content = _decode(raw, names.get("content-encoding", ""))
+        content = decode(raw, names.get("content-encoding", ""))
         if self._session is not None:
             content = self._scrub(content)
         return Response(answer.status_code, names, content)
@@ -297,124 +297,3 @@ class HttpxTransport:
 
 class _SessionFailed(Exception):
     """No session could be opened (a message without secrets); a transient failure."""
-
-
-class _CoreTransport(httpx.BaseTransport):
-    """httpx's ``HTTPTransport`` reduced to what meterline uses, over a pool of our choosing.
-
-    ``httpx.HTTPTransport`` builds its httpcore pool itself and takes no network backend;
-    rather than replacing its private ``_pool``, this maps a request to httpcore and back
-    through public APIs only. httpcore's exceptions pass through unmapped: ``send()``
-    turns them and httpx's alike into ``TransportError``.
-    """
-
-    def __init__(self, pool: httpcore.ConnectionPool) -> None:
-        self._pool = pool
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        answer = self._pool.handle_request(
-            httpcore.Request(
-                method=request.method,
-                url=httpcore.URL(
-                    scheme=request.url.raw_scheme,
-                    host=request.url.raw_host,
-                    port=request.url.port,
-                    target=request.url.raw_path,
-                ),
-                headers=request.headers.raw,
-                content=request.stream,
-                extensions=request.extensions,
-            )
-        )
-        return httpx.Response(
-            status_code=answer.status,
-            headers=answer.headers,
-            stream=_CoreStream(cast("Iterable[bytes]", answer.stream)),
-            extensions=answer.extensions,
-        )
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-class _CoreStream(httpx.SyncByteStream):
-    """An httpcore response body as httpx wants it; closing it releases the connection."""
-
-    def __init__(self, stream: Iterable[bytes]) -> None:
-        self._stream = stream
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._stream
-
-    def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
-
-
-def _pool(url: httpx.URL | None, backend: httpcore.NetworkBackend) -> httpcore.ConnectionPool:
-    """A pool for ``url`` (through the environment's proxy for it, if any) on ``backend``."""
-    ssl_context = httpx.create_ssl_context()  # SSL_CERT_FILE or SSL_CERT_DIR, else certifi's
-    proxy = None if url is None else _environment_proxy(url)
-    if proxy is None:
-        return httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=4,
-            max_keepalive_connections=2,
-            keepalive_expiry=5.0,
-            network_backend=backend,
-        )
-    return httpcore.HTTPProxy(
-        proxy_url=httpcore.URL(
-            scheme=proxy.url.raw_scheme,
-            host=proxy.url.raw_host,
-            port=proxy.url.port,
-            target=proxy.url.raw_path,
-        ),
-        proxy_auth=proxy.raw_auth,
-        proxy_headers=proxy.headers.raw,
-        proxy_ssl_context=proxy.ssl_context,
-        ssl_context=ssl_context,
-        max_connections=4,
-        max_keepalive_connections=2,
-        keepalive_expiry=5.0,
-        network_backend=backend,
-    )
-
-
-def _environment_proxy(url: httpx.URL) -> httpx.Proxy | None:
-    """The HTTP(S) proxy the environment names for ``url``, or None."""
-    proxies = urllib.request.getproxies()
-    address = proxies.get(url.scheme) or proxies.get("all")
-    if not address or urllib.request.proxy_bypass(url.host):
-        return None
-    if "://" not in address:
-        address = f"http://{address}"
-    proxy = httpx.Proxy(address)
-    if proxy.url.scheme not in ("http", "https"):
-        raise ValueError(f"unsupported proxy scheme {proxy.url.scheme!r} (http or https only)")
-    return proxy
-
-
-def _read_at_most(chunks: Iterator[bytes], limit: int) -> bytes:
-    """The first ``limit`` bytes of ``chunks``; the rest is never read."""
-    parts: list[bytes] = []
-    size = 0
-    for chunk in chunks:
-        parts.append(chunk[: limit - size])
-        size += len(parts[-1])
-        if size >= limit:
-            break
-    return b"".join(parts)
-
-
-def _decode(raw: bytes, coding: str) -> bytes:
-    """``raw`` decoded per its Content-Encoding, to at most ``MAX_RESPONSE_BYTES``.
-
-    The request asks for ``identity``; a server that compresses anyway is decoded for gzip
-    and deflate (a truncated body yields what it holds) and passed on as is otherwise.
-    """
-    if coding.strip().lower() not in ("gzip", "x-gzip", "deflate"):
-        return raw
-    decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # a gzip or zlib header, detected
-    return decoder.decompress(raw, MAX_RESPONSE_BYTES)
