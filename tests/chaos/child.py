@@ -87,6 +87,7 @@ def _on_drop(report: Any) -> None:
 def _new_client(ctx: Ctx, spec: dict[str, Any]) -> Any:
     client = meterline.Client(
         api_key=spec["api_key"],
+        destination=spec.get("destination", "orb"),
         base_url=spec["url"],
         journal_dir=spec["journal_dir"],
         on_drop=_on_drop,

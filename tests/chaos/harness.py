@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos import check, journal_view
+from tests.chaos.dialects import DIALECT_LIMITS
 from tests.chaos.plan import Incarnation, Lineage, Plan, draw
 from tests.chaos.server import ChaosServer
 
@@ -146,6 +147,7 @@ def _run_incarnation(run: Run, lin: Lineage, inc: Incarnation, seed: int) -> Non
         "role": "run",
         "name": inc.name,
         "url": run.server.base_url,
+        "destination": run.server.dialect.name,
         "journal_dir": str(run.out / lin.journal),
         "api_key": lin.api_key,
         "options": inc.options,
@@ -197,6 +199,7 @@ def _recover(run: Run) -> dict[str, dict[str, Any]]:
             "role": "recover",
             "name": name,
             "url": run.server.base_url,
+            "destination": run.server.dialect.name,
             "journal_dir": str(run.out / lin.journal),
             "api_key": lin.api_key,
             "options": {
@@ -248,11 +251,13 @@ def run_one(
     wal_window: float = WAL_WINDOW,
     lie_every: int = 0,
     src: str | os.PathLike[str] | None = None,
+    destination: str = "orb",
 ) -> dict[str, Any]:
     """Run seed ``seed``; returns figures, violations and the plan's description.
     ``lie_every``: the server forgets every n-th acknowledged batch (a checker self-test).
-    ``src``: the folder the children import meterline from (default: this checkout's)."""
-    plan = draw(seed, scenario)
+    ``src``: the folder the children import meterline from (default: this checkout's).
+    ``destination``: the vendor the server speaks and the clients ship to."""
+    plan = draw(seed, scenario, max_batch=DIALECT_LIMITS.get(destination, 500))
     out = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-", dir=workdir))
     server = ChaosServer(
         seed=seed ^ 0x5EED,
@@ -261,6 +266,7 @@ def run_one(
         reject_salt=str(seed),
         reject_permille=plan.reject_permille,
         lie_every=lie_every,
+        dialect=destination,
     )
     run = Run(plan, out, server, wal_window, Path(src) if src else ROOT / "src")
     t0 = time.monotonic()
@@ -293,6 +299,7 @@ def run_one(
     result["seconds"] = round(time.monotonic() - t0, 2)
     result["seed"] = seed
     result["scenario"] = plan.scenario
+    result["destination"] = destination
     result["plan"] = plan.describe()
     if result["violations"] or keep:
         _keep_evidence(run)

@@ -13,6 +13,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from tests.chaos.dialects import KEY_FIELDS
+
 MAGIC = b"\x89MLJ"
 FLAG_REJECTED = 0x1
 FOLDERS = ("ready", "rejected", "expired", "quarantine", "tmp")
@@ -72,8 +74,8 @@ def _read_file(view: JournalView, folder: str, path: str) -> None:
                 event = doc["event"]
             else:
                 reasons, event = None, doc
-            key = event["idempotency_key"]
-        except (ValueError, KeyError, TypeError):
+            key = next(event[f] for f in KEY_FIELDS if isinstance(event.get(f), str))
+        except (ValueError, KeyError, TypeError, StopIteration):
             view.unreadable.append(f"{folder}/{os.path.basename(path)}: a line is not an event")
             continue
         view.add(key, folder, event)

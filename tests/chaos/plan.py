@@ -113,7 +113,7 @@ _WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 
-def draw(seed: int, scenario: str | None = None) -> Plan:
+def draw(seed: int, scenario: str | None = None, *, max_batch: int = 500) -> Plan:
     """The plan of run ``seed``; the scenario is drawn from the seed unless given."""
     rng = random.Random(seed)
     drawn = rng.choice(SCENARIOS)  # drawn even when given: a seed's plan is its own
@@ -137,6 +137,7 @@ def draw(seed: int, scenario: str | None = None) -> Plan:
             if scenario == "disk_full" and ii == 0:
                 refuses = True  # disk full for the first part of the run, then it frees up
             options = _options(rng, wal, refuses, expire=rng.random() < 0.06 and ii > 0)
+            options["max_batch_events"] = min(options["max_batch_events"], max_batch)
             kill = None
             proc = _proc(rng, w["fork"], depth=0)
             if rng.random() < w["kill"] and planned_keys(proc.actions) > 0:

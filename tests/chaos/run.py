@@ -5,6 +5,8 @@ Runs seeds S, S+1, ..., S+N-1 (or ``--seeds A,B,...``; each draws its scenario u
 together and every violation with the seed and scenario to re-run it with (``--runs 1
 --seed X --scenario Y --keep`` keeps the run's folder: logs, stats, journals, the
 server's arrivals). ``--src DIR`` runs the children against another copy of meterline.
+``--destination NAME`` speaks one vendor's API (server and clients); ``all`` (the default)
+gives seed S the vendor ``DESTINATIONS[S % 5]``, so a long run covers all five.
 Exits 1 if any run found a violation.
 """
 
@@ -18,19 +20,33 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
+from tests.chaos.dialects import DIALECTS
 from tests.chaos.harness import WAL_WINDOW, run_one
 from tests.chaos.plan import SCENARIOS
 
+DESTINATIONS = list(DIALECTS)
+
+
+def destination_of(seed: int, choice: str) -> str:
+    return DESTINATIONS[seed % len(DESTINATIONS)] if choice == "all" else choice
+
 
 def _one(
-    seed: int, scenario: str | None, keep: bool, wal_window: float, src: str | None
+    seed: int,
+    scenario: str | None,
+    keep: bool,
+    wal_window: float,
+    src: str | None,
+    destination: str = "all",
 ) -> dict[str, Any]:
+    dest = destination_of(seed, destination)
     try:
-        return run_one(seed, scenario, keep=keep, wal_window=wal_window, src=src)
+        return run_one(seed, scenario, keep=keep, wal_window=wal_window, src=src, destination=dest)
     except Exception as exc:  # a harness failure is reported as one, with its seed
         return {
             "seed": seed,
             "scenario": scenario or "?",
+            "destination": dest,
             "violations": [
                 {"kind": "harness error", "count": 1, "examples": [f"{type(exc).__name__}: {exc}"]}
             ],
@@ -44,7 +60,8 @@ def _print_run(r: dict[str, Any], verbose: bool) -> None:
     bad = sum(x["count"] for x in r["violations"])
     f = r["figures"]
     line = (
-        f"seed {r['seed']:>6} {r['scenario']:<11} {r['seconds']:5.1f}s  "
+        f"seed {r['seed']:>6} {r['scenario']:<11} {r.get('destination', 'orb'):<9} "
+        f"{r['seconds']:5.1f}s  "
         f"reported {f.get('reported', 0):5}  delivered {f.get('events delivered', 0):5}  "
         f"kills {f.get('kills', 0)}  forks {f.get('forks', 0)}  "
         + (f"VIOLATIONS {bad}" if bad else "ok")
@@ -67,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seeds", default=None, help="a comma-separated list, instead of a range")
     parser.add_argument("--scenario", choices=SCENARIOS, default=None)
+    parser.add_argument("--destination", choices=["all", *DESTINATIONS], default="all")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep every run's folder")
     parser.add_argument("--verbose", action="store_true", help="print every run's plan")
@@ -92,13 +110,23 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     if args.workers <= 1:
         for seed in seeds:
-            results.append(_one(seed, args.scenario, args.keep, args.wal_window, args.src))
+            results.append(
+                _one(seed, args.scenario, args.keep, args.wal_window, args.src, args.destination)
+            )
             _print_run(results[-1], args.verbose)
     else:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
             futures = [
-                pool.submit(_one, seed, args.scenario, args.keep, args.wal_window, args.src)
+                pool.submit(
+                    _one,
+                    seed,
+                    args.scenario,
+                    args.keep,
+                    args.wal_window,
+                    args.src,
+                    args.destination,
+                )
                 for seed in seeds
             ]
             for future in as_completed(futures):
@@ -119,7 +147,9 @@ def _summary(results: list[dict[str, Any]], seconds: float) -> None:
     for r in results:
         for x in r["violations"]:
             kinds[x["kind"]] += x["count"]
-            seeds_by_kind.setdefault(x["kind"], []).append(f"{r['seed']}/{r['scenario']}")
+            seeds_by_kind.setdefault(x["kind"], []).append(
+                f"{r['seed']}/{r['scenario']}/{r.get('destination', 'orb')}"
+            )
     print()
     print(
         f"runs                      {len(results)} in {seconds:.0f} s "
@@ -159,7 +189,8 @@ def _summary(results: list[dict[str, Any]], seconds: float) -> None:
         r = bad[0]
         print(
             f"re-run one: python -m tests.chaos.run --runs 1 --seed {r['seed']} "
-            f"--scenario {r['scenario']} --keep --verbose"
+            f"--scenario {r['scenario']} --destination {r.get('destination', 'orb')} "
+            "--keep --verbose"
         )
 
 

@@ -1,4 +1,9 @@
-"""The chaos ingest endpoint: Orb's ``POST /v1/ingest`` on 127.0.0.1 under a seeded schedule.
+"""The chaos ingest endpoint: a vendor's ingest API on 127.0.0.1 under a seeded schedule.
+
+It speaks Orb's ``POST /v1/ingest`` by default, or another vendor's (``dialect=``, see
+``dialects``): then a batch that holds a rejected key is refused whole (their 200 cannot
+name events), and Stripe's stream is authenticated by session tokens that the server
+grants, and sometimes expires mid-stream (``expired``), as Stripe does.
 
 The schedule is a cycle of phases (healthy, flaky, outage, portal, hangs, slow, storm429),
 each a weighted mix of answer kinds; every request draws its kind and parameters from the
@@ -46,10 +51,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.chaos.dialects import DIALECTS, Dialect
+
 PHASES: dict[str, dict[str, int]] = {
     "healthy": {"ok": 9, "ok400": 1},
     "flaky": {
         "ok": 5,
+        "expired": 1,
         "ok400": 1,
         "s500": 1,
         "s502": 1,
@@ -127,7 +135,11 @@ class ChaosServer:
         reject_salt: str = "",
         reject_permille: int = 0,
         lie_every: int = 0,
+        dialect: str = "orb",
     ) -> None:
+        self.dialect: Dialect = DIALECTS[dialect]
+        self.sessions: dict[str, str] = {}  # Stripe: token -> "Bearer <api key>" it was granted to
+        self.session_grants = 0
         self.lock = threading.Lock()
         self.lie_every = lie_every  # a broken endpoint, to prove the checker sees losses
         self._oks = 0
@@ -147,7 +159,7 @@ class ChaosServer:
         self._stop = threading.Event()
         self.httpd = _Server(("127.0.0.1", 0), _make_handler(self), self)
         self.port = self.httpd.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = f"http://127.0.0.1:{self.port}{self.dialect.prefix}"
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -188,6 +200,8 @@ class ChaosServer:
         mix = PHASES[self.phase_now()]
         rng = self.rng
         kind = rng.choices(list(mix), weights=list(mix.values()))[0]
+        if kind == "expired" and self.dialect.session_path is None:
+            kind = "ok"  # only a session can expire
         answer = Answer(kind)
         if kind == "slow":
             answer.delay = rng.uniform(0.05, 0.6)
@@ -214,12 +228,14 @@ class ChaosServer:
         auth: str | None,
     ) -> None:
         now = time.monotonic()
+        field = self.dialect.key_field
         for event in events:
-            key = event["idempotency_key"]
+            key = event[field]
             text = canonical(event)
             rec = self.keys.get(key)
             if rec is None:
-                rec = self.keys[key] = KeyRecord(event, text)
+                body = {**event, "properties": self.dialect.properties(event)}
+                rec = self.keys[key] = KeyRecord(body, text)
             elif text != rec.canonical:
                 rec.conflicts.append(text)
             stored_now = key in store
@@ -297,19 +313,17 @@ def _make_handler(chaos: ChaosServer) -> type[BaseHTTPRequestHandler]:
                     chaos.aborted += 1
                 self.close_connection = True
                 return
-            if self.path.rstrip("/") != "/v1/ingest":
+            dialect = chaos.dialect
+            if dialect.session_path is not None and self.path.rstrip("/") == dialect.session_path:
+                self._session()
+                return
+            if self.path.rstrip("/") != dialect.path:
                 self._send(404, b'{"status":404,"title":"Not Found"}')
                 return
             try:
                 if self.headers.get("Content-Encoding") == "gzip":
                     raw = gzip.decompress(raw)
-                doc = json.loads(raw)
-                events = doc["events"]
-                if not isinstance(events, list) or not all(
-                    isinstance(e, dict) and isinstance(e.get("idempotency_key"), str)
-                    for e in events
-                ):
-                    raise ValueError("events must be objects with an idempotency_key")
+                events = dialect.events(json.loads(raw))
             except (ValueError, KeyError, TypeError, OSError) as exc:
                 with chaos.lock:
                     chaos.malformed.append(
@@ -322,7 +336,12 @@ def _make_handler(chaos: ChaosServer) -> type[BaseHTTPRequestHandler]:
             auth = self.headers.get("Authorization")
             with chaos.lock:
                 answer = chaos._draw()
-            keys = [e["idempotency_key"] for e in events]
+                if dialect.session_path is not None:  # the account the session belongs to
+                    token = (auth or "").removeprefix("Bearer ")
+                    auth = chaos.sessions.get(token, f"unknown session {token[:12]}")
+                    if answer.kind == "expired":
+                        chaos.sessions.pop(token, None)
+            keys = [e[dialect.key_field] for e in events]
             bad = [k for k in keys if chaos.rejects(k)]
             kind = answer.kind
             if auth not in {f"Bearer {k}" for k in chaos.api_keys}:
@@ -330,6 +349,9 @@ def _make_handler(chaos: ChaosServer) -> type[BaseHTTPRequestHandler]:
                 kind = answer.kind
             if answer.delay:
                 stop.wait(answer.delay)
+            atomic = bool(bad) and not dialect.partial_ok and kind not in ("ok400", "expired")
+            if atomic and (kind in STORING or kind == "hang"):
+                kind = answer.kind = "ok400"  # the vendor refuses a batch with a bad event
             store: set[str] = set()
             status = 200
             if kind in STORING or (kind == "hang" and answer.hang_stores):
@@ -339,6 +361,7 @@ def _make_handler(chaos: ChaosServer) -> type[BaseHTTPRequestHandler]:
             status = {
                 "unauthorized": 401,
                 "ok400": 400 if bad else 200,
+                "expired": 400,
                 "s500": 500,
                 "s502": 502,
                 "s503": 503,
@@ -357,35 +380,75 @@ def _make_handler(chaos: ChaosServer) -> type[BaseHTTPRequestHandler]:
                         store = set()  # acknowledged and forgotten
                         answer.kind = "lie200"
                 chaos._record(events, answer, status, store, auth)
-            failed = [{"idempotency_key": k, "validation_errors": ["chaos: rejected"]} for k in bad]
+            ok_status, ok_body, ok_headers = dialect.ok(bad if dialect.partial_ok else [])
             if kind in ("reset", "stored_reset"):
                 self._reset()
             elif kind == "unauthorized":
-                self._send(401, b'{"status":401,"title":"Unauthorized","type":"auth"}')
+                self._send(401, dialect.unauthorized())
+            elif kind == "expired":
+                self._send(400, dialect.session_expired())
             elif kind in ("s500", "s502", "s503", "stored_503"):
                 self._send(status, json.dumps({"status": status, "title": "unavailable"}).encode())
             elif kind == "r429":
-                self._send(429, b'{"status":429,"title":"Too Many Requests"}', **answer.retry_after)
+                body, headers = dialect.rate_limited(answer.retry_after)
+                self._send(429, body, **headers)
             elif kind == "html200":
                 self._send(200, HTML_PAGE, "text/html; charset=utf-8")
             elif kind == "html400":
                 self._send(400, HTML_PAGE, "text/html; charset=utf-8")
             elif kind == "ok400" and bad:
-                body = {"status": 400, "title": "Invalid events", "validation_failed": failed}
-                self._send(400, json.dumps(body).encode())
+                status, body, headers = dialect.refuse(keys, bad)
+                self._send_with(status, body, headers)
             elif kind == "hang":
                 stop.wait(answer.hang)
                 if stop.is_set() or not answer.hang_stores:
                     self._reset()  # what was not stored is never answered as accepted
                     return
-                self._send(200, json.dumps({"validation_failed": failed}).encode())
+                self._send_with(ok_status, ok_body, ok_headers)
             elif kind == "trickle":
-                self._trickle(json.dumps({"validation_failed": failed}).encode(), answer.trickle)
+                self._trickle(ok_status, ok_body, answer.trickle)
             else:
-                self._send(200, json.dumps({"validation_failed": failed}).encode())
+                self._send_with(ok_status, ok_body, ok_headers)
 
-        def _trickle(self, body: bytes, every: float) -> None:
-            self.wfile.write(self._head(200, len(body), "application/json", {}))
+        def _send_with(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            extra = dict(headers)
+            content_type = extra.pop("Content-Type", "application/json")
+            self._send(status, body, content_type, **extra)
+
+        def _session(self) -> None:
+            """Stripe's meter event session: a token for the account whose key is sent."""
+            auth = self.headers.get("Authorization")
+            with chaos.lock:
+                answer = chaos._draw()
+                ok = auth in {f"Bearer {k}" for k in chaos.api_keys}
+                if ok and answer.kind not in ("s500", "s502", "s503", "reset"):
+                    chaos.session_grants += 1
+                    token = f"ek_chaos_{chaos.session_grants}_{chaos.rng.getrandbits(48):x}"
+                    chaos.sessions[token] = str(auth)
+                    # Some sessions end soon, so that renewal before expiry is exercised.
+                    life = chaos.rng.choice([900.0, 900.0, 61.5])
+                else:
+                    token = ""
+            if not ok:
+                self._send(401, chaos.dialect.unauthorized())
+            elif answer.kind == "reset":
+                self._reset()
+            elif not token:
+                self._send(503, b'{"error":{"message":"unavailable"}}')
+            else:
+                expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + life))
+                body = {
+                    "object": "v2.billing.meter_event_session",
+                    "id": f"mes_{chaos.session_grants}",
+                    "authentication_token": token,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "expires_at": expires,
+                    "livemode": False,
+                }
+                self._send(200, json.dumps(body).encode())
+
+        def _trickle(self, status: int, body: bytes, every: float) -> None:
+            self.wfile.write(self._head(status, len(body), "application/json", {}))
             self.wfile.flush()
             for i in range(len(body)):
                 if stop.wait(every):

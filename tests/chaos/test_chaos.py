@@ -27,7 +27,8 @@ def _verdict(result: dict[str, Any]) -> str:
     lines.append(result["plan"])
     lines.append(
         f"re-run: python -m tests.chaos.run --runs 1 --seed {result['seed']} "
-        f"--scenario {result['scenario']} --keep --verbose"
+        f"--scenario {result['scenario']} --destination {result.get('destination', 'orb')} "
+        "--keep --verbose"
     )
     return "\n".join(lines)
 
@@ -37,8 +38,8 @@ def _verdict(result: dict[str, Any]) -> str:
 _SUITE_WAL_WINDOW = 0.2
 
 
-def _run(seed: int, tmp_path: Path) -> dict[str, Any]:
-    result = run_one(seed, workdir=tmp_path, wal_window=_SUITE_WAL_WINDOW)
+def _run(seed: int, tmp_path: Path, destination: str = "orb") -> dict[str, Any]:
+    result = run_one(seed, workdir=tmp_path, wal_window=_SUITE_WAL_WINDOW, destination=destination)
     assert result["figures"]["reported"] > 0
     assert not result["violations"], _verdict(result)
     return result
@@ -116,3 +117,17 @@ def test_the_checker_sees_an_endpoint_that_acknowledges_and_forgets(tmp_path):
     lost = [v for v in result["violations"] if v["kind"] == "lost"]
     assert lost, _verdict(result)
     assert "lie200" in lost[0]["examples"][0]
+
+
+@pytest.mark.parametrize(
+    ("destination", "seed"),
+    [("metronome", 16), ("lago", 2), ("openmeter", 8), ("stripe", 12)],
+)
+def test_every_destination_keeps_every_guarantee_under_chaos(destination, seed, tmp_path):
+    """Against a server speaking the vendor's own API (atomic refusals, the vendor's
+    rate-limit header, Stripe's sessions expiring mid-stream), every event is delivered
+    once, rejected with a reason, journaled or counted, as for Orb."""
+    result = _run(seed, tmp_path, destination)
+    assert result["destination"] == destination
+    if destination == "stripe":
+        assert result["figures"]["events delivered"] > 0
