@@ -61,7 +61,15 @@ def _where(parser: argparse.ArgumentParser) -> None:
         help="journal directory (default: $METERLINE_JOURNAL_DIR, else the per-user "
         "folder of this destination, endpoint and API key)",
     )
-    parser.add_argument("--base-url", help="ingest base URL (default: $METERLINE_BASE_URL)")
+    parser.add_argument(
+        "--destination",
+        help="orb, metronome, lago, openmeter or stripe: where the batches go "
+        "(default: $METERLINE_DESTINATION, else orb)",
+    )
+    parser.add_argument(
+        "--base-url",
+        help="ingest base URL (default: $METERLINE_BASE_URL, else the destination's)",
+    )
     parser.add_argument(
         "--api-key",
         help="API key the batches are for (default: $METERLINE_API_KEY, which keeps it out "
@@ -77,7 +85,9 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _config(args: argparse.Namespace, *, need_key: bool = False) -> Config:
     """The configuration the command acts for; exit 2 when it cannot say which journal."""
     try:
-        config = Config.from_env(args.api_key, args.base_url, args.dir)
+        config = Config.from_env(
+            args.api_key, args.base_url, args.dir, destination=args.destination
+        )
     except ConfigError as exc:  # its message never holds the key
         _fail(str(exc))
     if need_key and config.api_key is None:
@@ -100,7 +110,7 @@ def _open(config: Config) -> Journal:
     if not directory.is_dir():
         _fail(f"no journal at {directory}", 1)
     fingerprint = config.journal_fingerprint if config.api_key is not None else None
-    journal = Journal(directory, fingerprint=fingerprint)
+    journal = Journal(directory, fingerprint=fingerprint, key_field=config.destination.key_field)
     try:
         journal.open()
     except ConfigError as exc:  # an unsafe directory
@@ -172,7 +182,10 @@ def _replay_with(config: Config, journal: Journal, timeout: float | None) -> int
         return 0
     total = status.ready_events - status.ready_foreign_events
     client = Client(
-        config.api_key, base_url=config.base_url, journal_dir=config.resolved_journal_dir()
+        config.api_key,
+        destination=config.destination,
+        base_url=config.base_url,
+        journal_dir=config.resolved_journal_dir(),
     )
     done = threading.Event()
     outcome: list[ReplayResult | Exception] = []
