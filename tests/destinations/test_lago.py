@@ -180,11 +180,14 @@ def test_answers_read_as_lago_means_them(
 
 
 def test_a_429_waits_until_the_rate_limit_window_resets() -> None:
-    """X-RateLimit-Reset is seconds to wait; Retry-After wins when present; an epoch
-    time is made relative; junk is no delay."""
+    """X-RateLimit-Reset is seconds to wait after a 429 (not after a 5xx, though Lago
+    sends it on every answer); Retry-After wins; an epoch time is made relative; junk is
+    no delay."""
     answer = Lago().read(Response(429, {"x-ratelimit-reset": "3"}, b""), ["a"])
     assert (answer.kind, answer.delay) == ("retry", 3.0)
     assert rate_delay({"x-ratelimit-reset": "3", "retry-after": "1"}) == 1.0
+    unavailable = Lago().read(Response(503, {"x-ratelimit-reset": "0"}, b""), ["a"])
+    assert (unavailable.kind, unavailable.delay) == ("retry", None)  # the backoff decides
     assert rate_delay({"x-ratelimit-reset": "1700000010"}, now=lambda: 1_700_000_000.0) == 10.0
     assert rate_delay({"x-ratelimit-reset": "soon"}) is None
     assert rate_delay({}) is None

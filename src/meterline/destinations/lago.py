@@ -97,8 +97,10 @@ class Lago:
         return b'{"events":[' + b",".join(events) + b"]}"
 
     def read(self, response: Response, keys: Sequence[str]) -> Answer:
+        # Lago sends X-RateLimit-Reset on every answer: only a 429's is a reason to wait
+        delay = rate_delay if response.status == 429 else retry_after
         return default_read(
-            response, success=_success, invalid=lambda r: _invalid(r, keys), delay=rate_delay
+            response, success=_success, invalid=lambda r: _invalid(r, keys), delay=delay
         )
 
 
