@@ -5,6 +5,7 @@ One package, one job per module::
     _journal   the Journal API: spill, claim, read, ack, settle, recover, expire, status
     _store     writing and listing batch files (tmp -> fsync -> rename -> fsync the directory)
     _format    the batch file format: header, CRCs, the events' exact bytes
+    _inspect   one file as an operator sees it (``meterline journal inspect``)
     _layout    the directory tree and its safety checks (0700, no symlinks)
     _maint     recovery of dead writers, quarantine, expiry
     _fsops     the file-system seam (tests inject faults through it)
@@ -14,7 +15,8 @@ or a destination; the delivery module decides what goes to it and what comes bac
 """
 
 from ._fsops import FileOps, OsFileOps
-from ._journal import BatchRef, Claim, Journal, JournalStatus, inspect_file, ready_count
+from ._inspect import inspect_file
+from ._journal import BatchRef, Claim, Journal, JournalStatus, ready_count
 
 __all__ = [
     "BatchRef",

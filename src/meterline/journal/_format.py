@@ -1,4 +1,4 @@
-"""The on-disk format of a journal batch file, and batch file names.
+"""The on-disk format of a journal batch file (its names are ``_names``, re-exported here).
 
 A batch file is a little-endian header followed by the payload. Version 2 (written by
 this meterline) has a 48-byte header; version 1 (meterline 0.1, still read) had 32::
@@ -34,7 +34,6 @@ destroys data). Nothing here does I/O.
 
 from __future__ import annotations
 
-import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -42,22 +41,26 @@ from dataclasses import dataclass
 
 import orjson
 
+# Re-exported: the journal's modules and tests name a file's name and its format as one.
+from ._names import SUFFIX as SUFFIX
+from ._names import is_batch_name as is_batch_name
+from ._names import make_name as make_name
+from ._names import name_time_ns as name_time_ns
+
 MAGIC = b"\x89MLJ"
 VERSION = 2
 FLAG_REJECTED = 0x1
 KNOWN_FLAGS = FLAG_REJECTED
-SUFFIX = ".mlj"
 FINGERPRINT_SIZE = 16
 NO_FINGERPRINT = bytes(FINGERPRINT_SIZE)  # written by a journal that was given none
 
-_PREFIX = struct.Struct("<4sHH")  # magic, version, header_len: the same in every version
+PREFIX = struct.Struct("<4sHH")  # magic, version, header_len: the same in every version
 _HEADER_V1 = struct.Struct("<4sHHIIQII")
-_HEADER = struct.Struct("<4sHHIIQI16sI")
-HEADER_SIZE = _HEADER.size  # 48: what this version writes
-_LAYOUTS = {1: _HEADER_V1, 2: _HEADER}  # every version this one reads
-_MIN_HEADER = _PREFIX.size + 4
+HEADER = struct.Struct("<4sHHIIQI16sI")
+HEADER_SIZE = HEADER.size  # 48: what this version writes
+LAYOUTS = {1: _HEADER_V1, 2: HEADER}  # every version this one reads
+_MIN_HEADER = PREFIX.size + 4
 MAX_HEADER = 4096  # a future header may grow, up to this
-_NAME = re.compile(r"\A(\d{20})-\d+-\d+-[0-9a-f]+\.mlj\Z")
 _REJECTED_KEYS = frozenset(("reasons", "event"))
 
 
@@ -194,9 +197,7 @@ def _rejected_prefix(reasons: list[str]) -> bytes:
 
 def _pack(payload: bytes, count: int, flags: int, fingerprint: bytes) -> bytes:
     crc = zlib.crc32(payload)
-    head = _HEADER.pack(
-        MAGIC, VERSION, HEADER_SIZE, flags, count, len(payload), crc, fingerprint, 0
-    )
+    head = HEADER.pack(MAGIC, VERSION, HEADER_SIZE, flags, count, len(payload), crc, fingerprint, 0)
     return head[:-4] + struct.pack("<I", zlib.crc32(head[:-4])) + payload
 
 
@@ -204,9 +205,9 @@ def decode_header(data: bytes) -> Header:
     """Verify and parse the header at the start of ``data`` (the payload is not checked)."""
     if not data:
         raise BatchFormatError("empty file")
-    if len(data) < _PREFIX.size:
+    if len(data) < PREFIX.size:
         raise BatchFormatError(f"truncated header ({len(data)} bytes)")
-    magic, version, header_len = _PREFIX.unpack_from(data)
+    magic, version, header_len = PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise BatchFormatError(f"unknown magic {magic!r}")
     if not _MIN_HEADER <= header_len <= MAX_HEADER:
@@ -219,7 +220,7 @@ def decode_header(data: bytes) -> Header:
         raise BatchFormatError(f"header CRC mismatch (stored {stored:#010x}, {computed:#010x})")
     if version > VERSION:
         raise FutureBatchError(f"format version {version} is newer than {VERSION}")
-    layout = _LAYOUTS.get(version)
+    layout = LAYOUTS.get(version)
     if layout is None or header_len != layout.size:
         raise BatchFormatError(f"unknown version {version} / header length {header_len}")
     fields = layout.unpack_from(data)
@@ -287,77 +288,3 @@ def peek(head: bytes) -> Header | FutureBatchError | None:
         return exc
     except BatchFormatError:
         return None  # the count is unknown until read() checks the file; status shows 0
-
-
-def inspect_bytes(data: bytes) -> dict[str, object]:
-    """Every header field as stored, the check result, and the events decoded as far as
-    they go (for ``meterline journal inspect``); never raises."""
-    info: dict[str, object] = {"size": len(data), "ok": False, "future": False, "error": None}
-    lines: list[bytes] = []
-    if len(data) >= _PREFIX.size:
-        magic, version, header_len = _PREFIX.unpack_from(data)
-        info.update(magic=magic.hex(), version=version, header_len=header_len)
-    layout = _layout_of(data)
-    if layout is not None and len(data) >= layout.size:
-        fields = layout.unpack_from(data)
-        size = layout.size
-        info.update(
-            flags=fields[3],
-            count=fields[4],
-            payload_len=fields[5],
-            payload_crc=fields[6],
-            fingerprint=fields[7].hex() if layout is _HEADER else None,
-            header_crc=fields[-1],
-            computed_header_crc=zlib.crc32(data[: size - 4]),
-            computed_payload_crc=zlib.crc32(data[size:]),
-        )
-        lines = data[size:].split(b"\n") if len(data) > size else []
-    reasons: list[list[str]] | None = None
-    try:
-        batch = decode(data, key_field=None)  # any destination's file
-    except FutureBatchError as exc:
-        info.update(future=True, error=str(exc))
-    except BatchFormatError as exc:
-        info["error"] = str(exc)
-    else:
-        info["ok"] = True
-        lines, reasons = batch.events, batch.reasons
-    info["events"] = [_best_effort(line) for line in lines]
-    info["reasons"] = reasons
-    return info
-
-
-def _layout_of(data: bytes) -> struct.Struct | None:
-    """The header layout a (possibly damaged) file claims: by its version, else (a damaged
-    version field) by its header length; None for a newer or unrecognizable header."""
-    if len(data) < _PREFIX.size:
-        return None
-    _magic, version, header_len = _PREFIX.unpack_from(data)
-    if version in _LAYOUTS:
-        return _LAYOUTS[version]
-    if version > VERSION:
-        return None  # a newer layout: only its first 8 bytes are known
-    return next((lay for lay in _LAYOUTS.values() if lay.size == header_len), None)
-
-
-def _best_effort(line: bytes) -> object:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return line.decode("utf-8", errors="replace")  # shown as text: what is there
-
-
-def make_name(time_ns: int, pid: int, seq: int, token: str) -> str:
-    """``{time_ns:020d}-{pid}-{seq:06d}-{hex}.mlj``: sorts by time, unique across processes."""
-    return f"{time_ns:020d}-{pid:010d}-{seq % 1_000_000:06d}-{token}{SUFFIX}"
-
-
-def name_time_ns(name: str) -> int | None:
-    """The creation time (ns since the epoch) written in a batch name, if it has one."""
-    match = _NAME.match(name)
-    return int(match.group(1)) if match else None
-
-
-def is_batch_name(name: str) -> bool:
-    """Whether a directory entry is a batch file (and not a sidecar or a stray file)."""
-    return name.endswith(SUFFIX) and not name.startswith(".")

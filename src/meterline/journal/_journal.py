@@ -60,7 +60,6 @@ __all__ = [
     "Journal",
     "JournalStatus",
     "OsFileOps",
-    "inspect_file",
     "ready_count",
 ]
 
@@ -549,29 +548,3 @@ def ready_count(directory: str | os.PathLike[str]) -> int:
     except OSError:
         return 0
     return sum(1 for name in names if fmt.is_batch_name(name))
-
-
-def inspect_file(path: str | os.PathLike[str]) -> dict[str, object]:
-    """Header fields, check result, decoded events and any quarantine reason of one file.
-
-    For the CLI: never raises for a bad file (reporting it is the point), JournalError if
-    the file cannot be read.
-    """
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise JournalError(exc.errno, f"cannot read {path}: {exc.strerror}", path) from exc
-    ns = fmt.name_time_ns(os.path.basename(path))
-    try:
-        with open(path + ".reason", encoding="utf-8", errors="replace") as handle:
-            reason: str | None = handle.read()
-    except FileNotFoundError:
-        reason = None
-    return {
-        "path": path,
-        "created": None if ns is None else ns / 1e9,
-        **fmt.inspect_bytes(data),
-        "reason": reason,
-    }

@@ -5,6 +5,13 @@ holds (remembered so a forked child can drop them), the byte count behind max_by
 and the steps: write a file via tmp/ (fsync, rename, fsync the directory), take a file
 (flock, then check the path still names it), load and verify, move without replacing,
 quarantine with a reason. Every OSError leaves as a JournalError with its errno.
+
+Why this module is long: ``Store`` is one object whose steps share one mutex, the table of
+descriptors a forked child must drop, and the byte count behind max_bytes; every write
+step updates the count and every open registers its descriptor. Split into several
+classes, each would reach into the others' state under the same lock, and the crash-safety
+order of a step (write, fsync, rename, fsync the directory) would no longer read in one
+place.
 """
 
 from __future__ import annotations
