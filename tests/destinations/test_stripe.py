@@ -140,7 +140,7 @@ def test_the_session_request_and_grant_carry_the_right_credentials():
     assert session is not None
     url, body, headers = session.request("sk_test_secret")
     assert url == "http://127.0.0.1:9/v2/billing/meter_event_session"
-    assert (body, headers["Authorization"]) == (b"{}", "Bearer sk_test_secret")
+    assert (body, headers["Authorization"]) == (b"", "Bearer sk_test_secret")
     doc = {"authentication_token": "ek_tok", "expires_at": "2026-12-02T01:15:00.000Z"}
     grant = session.grant(Response(200, JSON, orjson.dumps(doc)))
     assert grant is not None

@@ -16,6 +16,7 @@ bad event is never named, so a 400 (the request refused) is found out by bisecti
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -211,7 +212,7 @@ class StripeSession:
         return f"StripeSession(url={self._url!r})"
 
     def request(self, api_key: str | None) -> tuple[str, bytes, Mapping[str, str]]:
-        return self._url, b"{}", {**bearer(api_key), **self._version}
+        return self._url, b"", {**bearer(api_key), **self._version}  # the spec: no body
 
     def grant(self, response: Response) -> SessionGrant | None:
         doc = response.json()
@@ -232,13 +233,16 @@ def _instant(value: object) -> float | None:
     older answers gave it, a Unix time in seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if not isinstance(value, str):
+    match = _RFC3339.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
         return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        when = datetime.fromisoformat(text)
+    base, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    try:  # Python 3.10's fromisoformat takes neither "Z" nor every length of fraction
+        when = datetime.fromisoformat(base + zone)
     except ValueError:
         return None
-    return when.timestamp() if when.tzinfo is not None else None
+    return when.timestamp() + (float(fraction) if fraction else 0.0)
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
