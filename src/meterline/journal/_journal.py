@@ -33,6 +33,13 @@ by key) but never a loss. A claim is an exclusive flock, and the claimer then ch
 that the path still names the same file, so a batch acknowledged meanwhile is never
 read twice. A tmp/ file whose flock is free belongs to a dead writer: ``recover()``
 promotes it if it passes every check and quarantines it otherwise.
+
+Why this module is long: ``Journal`` is the package's one public class, and its methods
+share the table of claims, the replay lock's descriptor and the pid check that resets both
+after a fork; each method is a short sequence of ``_store`` steps under that state. The
+jobs with state of their own are modules already (the steps in ``_store``, recovery and
+expiry in ``_maint``, the format, the layout, inspection); the values it hands out are in
+``_values``.
 """
 
 from __future__ import annotations
@@ -43,7 +50,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from meterline._errors import ConfigError, JournalError
 
@@ -52,6 +58,7 @@ from . import _maint as maint
 from ._fsops import FileOps, OsFileOps
 from ._layout import FILE_MODE, check_directory, make_layout
 from ._store import NOFOLLOW_CLOEXEC, Store
+from ._values import BatchRef, Claim, JournalStatus
 
 __all__ = [
     "BatchRef",
@@ -64,61 +71,6 @@ __all__ = [
 ]
 
 _TOKENS = itertools.count(1)  # claim tokens, unique across Journal instances
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRef:
-    """A batch file as listed: ``events`` is None when not known without reading it."""
-
-    name: str
-    path: str
-    events: int | None
-    size: int
-    created: float  # seconds since the epoch, from the name
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """An exclusive hold on one batch file; end it with ack, settle or release."""
-
-    ref: BatchRef
-    token: int = field(repr=False)  # opaque: which descriptor, in which Journal
-
-    @property
-    def name(self) -> str:
-        return self.ref.name
-
-    @property
-    def path(self) -> str:
-        return self.ref.path
-
-
-@dataclass(frozen=True, slots=True)
-class JournalStatus:
-    """Counts over the journal directories at one moment (stats and the CLI).
-
-    ``ready_*`` count every file in ready/ (from headers, unverified). Of those,
-    ``ready_foreign_*`` were written for another fingerprint than ``fingerprint`` (hex;
-    None when the journal has none, and then no file is foreign), ``ready_newer_batches``
-    by a newer meterline (both left alone by this journal), and ``ready_legacy_batches``
-    by meterline 0.1, without a fingerprint (replayed by any journal).
-    """
-
-    ready_batches: int
-    ready_events: int
-    ready_bytes: int
-    rejected_batches: int
-    rejected_events: int
-    quarantined: int
-    expired_batches: int
-    expired_events: int
-    total_bytes: int
-    oldest_ready_age: float | None
-    fingerprint: str | None = None
-    ready_foreign_batches: int = 0
-    ready_foreign_events: int = 0
-    ready_newer_batches: int = 0
-    ready_legacy_batches: int = 0
 
 
 class Journal:
