@@ -160,6 +160,7 @@ class HttpxTransport:
         if gzip:
             headers["Content-Encoding"] = "gzip"
         self._secrets.sort(key=len, reverse=True)  # longest first: "Bearer k" before "k"
+        self._key_secrets = tuple(self._secrets)  # a session's are added per grant
         try:
             connections = pool(httpx.URL(url), DeadlineBackend())
         except _FAILURES as exc:
@@ -225,7 +226,7 @@ class HttpxTransport:
             if fresh and not (renew and grant is stale):
                 assert grant is not None
                 return grant
-            self._grant = None
+            self._grant, previous = None, grant
             url, body, headers = self._session.request(self._api_key)
             answer = self._post(url, body, headers, bound)
             if answer.status in (401, 403):
@@ -241,7 +242,11 @@ class HttpxTransport:
             for value in grant.headers.values():
                 if _HEADER_VALUE.fullmatch(value) is None:
                     raise _SessionFailed("the session's token cannot be sent in an HTTP header")
-            self._secrets = sorted({*self._secrets, *grant.headers.values()}, key=len, reverse=True)
+            # The key's, the replaced session's (answers still in flight) and the new one's:
+            # not every token ever granted, which would grow for as long as the process runs.
+            old = previous.headers.values() if previous is not None else ()
+            held = {*self._key_secrets, *old, *grant.headers.values()}
+            self._secrets = sorted(held, key=len, reverse=True)
             self._grant = grant
             return grant
 

@@ -251,3 +251,41 @@ def test_neither_credential_reaches_logs_callbacks_reprs_or_the_journal(
         assert secret not in " ".join(errors)
         assert secret not in repr(client)
         assert secret.encode() not in journal
+
+
+def test_the_transport_holds_only_the_current_sessions_secrets(server):
+    """After thirty renewals the transport scrubs answers with the key's and the last two
+    sessions' secrets only (it does not keep every token ever granted), and an answer that
+    quotes the current token still reaches the reader without it."""
+    now = [time.time()]
+    dest = Stripe()
+    transport = HttpxTransport(
+        dest.ingest_url(server.url),
+        server.api_key,
+        timeout=5,
+        connect_timeout=2,
+        envelope=dest.envelope,
+        content_type=dest.content_type,
+        session=dest.session(server.url),
+        clock=lambda: now[0],
+    )
+    try:
+        body = dest.serialize_many([_pending_event()])
+        for _ in range(30):
+            assert transport.send(body).status == 200
+            now[0] += server.lifetime
+        assert len(server.tokens) == 30
+        assert len(transport._secrets) <= 6  # the bound is the point
+        server.echo = True
+        answer = transport.send(body)
+        assert answer.status == 503
+        assert b"[redacted]" in answer.body
+        assert all(t.encode() not in answer.body for t in server.tokens)
+    finally:
+        transport.close()
+
+
+def _pending_event():
+    from meterline._event import validate
+
+    return validate("cus_1", "api_call", {"value": 1}, None, None, 32 * 1024)
