@@ -147,24 +147,21 @@ class Stripe:
         return b'{"events":[' + b",".join(events) + b"]}"
 
     def read(self, response: Response, keys: Sequence[str]) -> Answer:
-        code = error_code(response)
-        if code in (EXPIRED, "too_many_concurrent_requests"):  # transient, whatever the status
-            return Answer(
-                RETRY, delay=retry_after(response.headers), detail=problem_detail(response)
-            )
+        status = response.status
         should = response.headers.get("stripe-should-retry", "").strip().lower()
-        if not 200 <= response.status < 300:
-            if should == "true":
-                return Answer(
-                    RETRY, delay=retry_after(response.headers), detail=problem_detail(response)
-                )
-            if should == "false" and (
-                response.status >= 500 or is_retryable_status(response.status)
-            ):
-                return Answer(
-                    REFUSED, detail=problem_detail(response) + " (Stripe-Should-Retry: false)"
-                )
+        failed = not 200 <= status < 300
+        # An expired session (when the transport's one resend met another) and concurrent
+        # requests for one customer and meter are transient, whatever the status.
+        if error_code(response) in _TRANSIENT or (failed and should == "true"):
+            delay = retry_after(response.headers)
+            return Answer(RETRY, delay=delay, detail=problem_detail(response))
+        if failed and should == "false" and is_retryable_status(status):
+            detail = problem_detail(response) + " (Stripe-Should-Retry: false)"
+            return Answer(REFUSED, detail=detail)  # kept and probed slowly, not retried
         return default_read(response, success=_success, invalid=_invalid)
+
+
+_TRANSIENT: Final = frozenset({EXPIRED, "too_many_concurrent_requests"})
 
 
 def as_text(value: object) -> str:
