@@ -1,13 +1,12 @@
 """Send, else spill: the one place that decides what happens to a batch.
 
-A live batch is sent with the retry policy; what the server accepted is settled as sent,
-what it named invalid as rejected (kept in the journal's ``rejected/``), and what is still
-undelivered when the budget runs out goes to the journal. Only the destination's own answer
-counts: a 2xx whose body is not Orb's ingest answer, or a 400/422 that is not Orb's error
-body (an HTML page from a proxy, a portal or a catch-all route), is a transient failure,
-never a delivery and never a rejection. Whatever raises on the way (a transport, a
-response without a status, a callback), the batch in hand is journaled or kept. ``_replay``
-drains the journal through the same ``send_once``.
+A live batch is sent with the retry policy; what the server accepted is settled as sent, what it
+named invalid as rejected (kept in the journal's ``rejected/``), and what is still undelivered when
+the budget runs out goes to the journal. Only the destination's own answer counts: a 2xx whose body
+is not Orb's ingest answer, or a 400/422 that is not Orb's error body (an HTML page from a proxy, a
+portal or a catch-all route), is a transient failure, never a delivery and never a rejection.
+Whatever raises on the way (a transport, a response without a status, a callback), the batch in
+hand is journaled or kept. ``_replay`` drains the journal through the same ``send_once``.
 """
 
 from __future__ import annotations
@@ -15,14 +14,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from ._errors import JournalError, JournalFullError
+from ._outcomes import (
+    DONE,
+    RECOVERED,
+    Batch,
+    DropHook,
+    ErrorHook,
+    Item,
+    Outcomes,
+    Park,
+    Result,
+    Settle,
+)
 from ._response import Response
 from ._retry import Circuit, RetryableError, make_retrying
-from ._stats import Counters, DropReport, RateLimitedLog, logger
+from ._stats import Counters, logger
 from ._transport import Transport, TransportError
 from .destinations._base import (
     ACCEPTED,
@@ -36,59 +45,11 @@ from .destinations._base import (
 
 if TYPE_CHECKING:
     from ._config import Config
-    from .journal import Claim, Journal
 
 __all__ = ["Batch", "Delivery", "Item"]
 
 
-class Item(NamedTuple):
-    """One serialized event; ``idx`` orders it in its client's queue (-1: a replayed one)."""
-
-    idx: int
-    size: int
-    key: str
-    body: bytes
-
-
-class Batch:
-    """Events sent together, and in write-ahead mode the journal file that holds them."""
-
-    __slots__ = ("claim", "items")
-
-    def __init__(self, items: list[Item], claim: Claim | None = None) -> None:
-        self.items = items
-        self.claim = claim
-
-
-Settle = Callable[[Sequence[Item], str, str], None]  # items, outcome, drop reason
-Park = Callable[[Batch], None]
-ErrorHook = Callable[[BaseException, dict[str, object]], None]
-DropHook = Callable[[DropReport], None]
-
-DONE, RECOVERED, PARKED = "done", "recovered", "parked"
-
-
-@dataclass
-class _Result:
-    """What one send (with its splits) did to a batch."""
-
-    delivered: list[Item] = field(default_factory=list)
-    rejected: list[tuple[Item, list[str]]] = field(default_factory=list)
-    pending: list[Item] = field(default_factory=list)
-    delay: float | None = None
-    error: str = ""
-    refused: bool = False  # 401/403/other 4xx: the endpoint refuses us; do not hammer it
-
-    def merge(self, other: _Result) -> None:
-        self.delivered += other.delivered
-        self.rejected += other.rejected
-        self.pending += other.pending
-        self.delay = other.delay if other.delay is not None else self.delay
-        self.error = other.error or self.error
-        self.refused = self.refused or other.refused
-
-
-class Delivery:
+class Delivery(Outcomes):
     """Delivers batches for one pipeline: the sender sends; the spooler and close() spill."""
 
     def __init__(
@@ -106,25 +67,24 @@ class Delivery:
         on_drop: DropHook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(
+            counters=counters,
+            settle=settle,
+            park=park,
+            not_abandoned=not_abandoned,
+            on_error=on_error,
+            on_drop=on_drop,
+        )
         self._config = config
         self._destination = config.destination
         self._transport_factory = transport_factory
         self._transport: Transport | None = None
-        self.journal: Journal | None = None
-        self._counters = counters
-        self._settle = settle
-        self._park = park
-        self._not_abandoned = not_abandoned
         self._stopping = stopping
         self._sleep = sleep
-        self._on_error = on_error
-        self._on_drop = on_drop
         self._clock = clock
         self._secret = config.api_key
         self.circuit = Circuit(clock)
-        self._log = RateLimitedLog()
         self.deadline: float | None = None  # set by close(): no send may outlive it
-        self.backlog = True  # the journal may hold ready batches (unknown at start)
         self.in_flight: Batch | None = None  # the live batch being sent (close copies it)
         self.in_flight_since = 0.0
 
@@ -143,7 +103,7 @@ class Delivery:
     def _deliver(self, batch: Batch, final: bool) -> str:
         items = batch.items
         if not self.circuit.allow() or (final and self.circuit.is_open):
-            return self._keep(batch, _Result(pending=list(items)), quiet=True)
+            return self._keep(batch, Result(pending=list(items)), quiet=True)
         probing = self.circuit.is_open
         result = self._send_with_retries(items, single=probing or final)
         recovered = False
@@ -156,8 +116,8 @@ class Delivery:
         outcome = self._keep(batch, result)
         return RECOVERED if recovered and outcome == DONE else outcome
 
-    def _send_with_retries(self, items: list[Item], *, single: bool) -> _Result:
-        total = _Result()
+    def _send_with_retries(self, items: list[Item], *, single: bool) -> Result:
+        total = Result()
         pending = list(items)
         retrying = make_retrying(
             attempts=1 if single else self._config.retry_attempts,
@@ -188,14 +148,14 @@ class Delivery:
         total.pending = pending
         return total
 
-    def send_once(self, items: list[Item]) -> _Result:
+    def send_once(self, items: list[Item]) -> Result:
         """One request per chunk of the destination's batch limits (a write-ahead group
         holds several), each split as the server asks; after a chunk that failed, the rest
         wait for the next attempt."""
         chunks = self._chunks(items)
         if len(chunks) == 1:
             return self._request(items)
-        total = _Result()
+        total = Result()
         for i, chunk in enumerate(chunks):
             result = self._request(chunk)
             total.merge(result)
@@ -219,13 +179,13 @@ class Delivery:
             size += len(it.body) + 1
         return chunks
 
-    def _request(self, items: list[Item]) -> _Result:
+    def _request(self, items: list[Item]) -> Result:
         """One request, split as the server asks (413, a 400 naming or not naming keys)."""
         timeout = None
         if self.deadline is not None:
             timeout = self.deadline - self._clock()
             if timeout <= 0:
-                return _Result(pending=items, error="shutdown deadline reached")
+                return Result(pending=items, error="shutdown deadline reached")
         try:
             if self._transport is None:
                 self._transport = self._transport_factory()
@@ -235,7 +195,7 @@ class Delivery:
                 raise TypeError(f"the transport's answer has a status of type {type(status)}")
             return self._classify(items, response, status)
         except TransportError as exc:
-            return _Result(pending=items, error=self.clean(str(exc)))
+            return Result(pending=items, error=self.clean(str(exc)))
         except BaseException as exc:  # noqa: BLE001 - a transport or a bug must not cost a batch
             self._log.log(
                 logging.ERROR,
@@ -243,32 +203,32 @@ class Delivery:
                 "meterline: sending a batch failed unexpectedly (%s); keeping it",
                 self.clean(f"{type(exc).__name__}: {exc}"),
             )
-            return _Result(pending=items, error=self.clean(f"{type(exc).__name__}: {exc}"))
+            return Result(pending=items, error=self.clean(f"{type(exc).__name__}: {exc}"))
 
-    def _classify(self, items: list[Item], response: Response, status: int) -> _Result:
+    def _classify(self, items: list[Item], response: Response, status: int) -> Result:
         """Act on what the destination makes of the answer (``destinations._base.Answer``)."""
         answer = self._destination.read(response, [it.key for it in items])
         kind = answer.kind
         if kind == ACCEPTED:
             return self._accepted(items, answer.rejected)
         if kind == RETRY:
-            return _Result(pending=items, delay=answer.delay, error=self._why(answer, status))
+            return Result(pending=items, delay=answer.delay, error=self._why(answer, status))
         if kind == TOO_LARGE:  # a proxy's size limit is real whoever answers: split
             if len(items) == 1:
-                return _Result(rejected=[(items[0], ["413: event too large for the server"])])
+                return Result(rejected=[(items[0], ["413: event too large for the server"])])
             return self._halves(items)
         if kind == INVALID and answer.rejected:
             return self._invalid(items, answer.rejected)
         if kind in (INVALID, INVALID_BATCH):  # refused as a whole, no event named: bisect
             if len(items) == 1:
-                return _Result(rejected=[(items[0], [self._why(answer, status)])])
+                return Result(rejected=[(items[0], [self._why(answer, status)])])
             return self._halves(items)
         if kind == FOREIGN:
             return self._foreign(items, response, status)
         # refused (401, 403, 404...): keep everything, tell loudly, probe slowly
-        return _Result(pending=items, error=self._why(answer, status), refused=True)
+        return Result(pending=items, error=self._why(answer, status), refused=True)
 
-    def _foreign(self, items: list[Item], response: Response, status: int) -> _Result:
+    def _foreign(self, items: list[Item], response: Response, status: int) -> Result:
         kind = response.headers.get("content-type", "no content type").split(";")[0]
         kind = self.clean(kind)[:80]
         error = f"HTTP {status} ({kind}) is not an ingest answer"
@@ -279,13 +239,13 @@ class Delivery:
             error,
             self._config.ingest_url,
         )
-        return _Result(pending=items, error=error)
+        return Result(pending=items, error=error)
 
-    def _accepted(self, items: list[Item], bad: Mapping[str, list[str]]) -> _Result:
+    def _accepted(self, items: list[Item], bad: Mapping[str, list[str]]) -> Result:
         self._counters.add("bytes_sent", sum(len(it.body) for it in items))
         if not bad:
-            return _Result(delivered=items)
-        result = _Result()
+            return Result(delivered=items)
+        result = Result()
         for it in items:
             if it.key in bad:
                 result.rejected.append((it, [self.clean(r) for r in bad[it.key]]))
@@ -293,192 +253,25 @@ class Delivery:
                 result.delivered.append(it)
         return result
 
-    def _invalid(self, items: list[Item], named: Mapping[str, list[str]]) -> _Result:
+    def _invalid(self, items: list[Item], named: Mapping[str, list[str]]) -> Result:
         """The batch was refused for the events it names: those are rejected, the rest
         (not delivered) sent again at once."""
         bad = [(it, [self.clean(r) for r in named[it.key]]) for it in items if it.key in named]
         if not bad:  # it named none of ours: find the bad ones by bisection
             if len(items) == 1:
-                return _Result(rejected=[(items[0], ["refused by the server"])])
+                return Result(rejected=[(items[0], ["refused by the server"])])
             return self._halves(items)
-        result = _Result(rejected=bad)
+        result = Result(rejected=bad)
         rest = [it for it in items if it.key not in named]
         if rest:
             result.merge(self._request(rest))
         return result
 
-    def _halves(self, items: list[Item]) -> _Result:
+    def _halves(self, items: list[Item]) -> Result:
         mid = len(items) // 2
         result = self._request(items[:mid])
         result.merge(self._request(items[mid:]))
         return result
-
-    # -- settling ----------------------------------------------------------------------
-
-    def _keep(self, batch: Batch, result: _Result, *, quiet: bool = False) -> str:
-        """Settle every event of a finished batch: sent, rejected, journaled or parked.
-
-        The journal is brought up to date first, so that once ``flush()`` sees an event
-        settled its file is already acknowledged, settled or written.
-        """
-        claim = batch.claim
-        batch.claim = None
-        outcome = DONE
-        if result.rejected:
-            self._reject(result.rejected, claim if not result.pending else None)
-            if not result.pending:
-                claim = None
-        if result.pending:
-            if not quiet:
-                self.report_failure(result, len(batch.items))
-            if claim is not None:
-                self._keep_claimed(claim, result)
-            else:
-                # close() may have journaled this batch while the send hung: no second copy
-                pending = result.pending
-                if self._not_abandoned is not None:
-                    pending = self._not_abandoned(pending)
-                if pending and not self.spill(pending):
-                    outcome = PARKED
-        elif claim is not None and self.journal is not None:
-            self.quietly(self.journal.ack, claim)
-        if result.delivered:
-            self._settle(result.delivered, "sent", "")
-        return outcome
-
-    def _keep_claimed(self, claim: Claim, result: _Result) -> None:
-        assert self.journal is not None
-        if result.delivered or result.rejected:
-            try:
-                self.journal.settle(claim, remaining=[it.body for it in result.pending])
-            except JournalError as exc:
-                self._log.log(logging.ERROR, "settle", "meterline: journal settle failed: %s", exc)
-                self.quietly(self.journal.release, claim)
-        else:
-            self.quietly(self.journal.release, claim)
-        self.backlog = True
-        self._settle(result.pending, "journaled", "")
-
-    def _reject(self, rejected: list[tuple[Item, list[str]]], claim: Claim | None) -> None:
-        items = [it for it, _ in rejected]
-        self._log.log(
-            logging.WARNING,
-            "rejected",
-            "meterline: the server rejected %d event(s), e.g. %s: %s",
-            len(items),
-            items[0].key,
-            "; ".join(rejected[0][1]),
-        )
-        self.call_on_error(
-            ValueError("events rejected by the server"),
-            {"rejected": {it.key: reasons for it, reasons in rejected}},
-        )
-        self.keep_rejected(rejected, claim)
-        self._settle(items, "rejected", "")
-
-    def keep_rejected(self, rejected: list[tuple[Item, list[str]]], claim: Claim | None) -> None:
-        """Write rejected events with their reasons to ``rejected/`` (settling ``claim``)."""
-        pairs = [(it.body, reasons) for it, reasons in rejected]
-        if self.journal is None:
-            return
-        try:
-            if claim is None:
-                claim = self.journal.spill_held([it.body for it, _ in rejected])
-            self.journal.settle(claim, rejected=pairs)
-        except (JournalError, ValueError) as exc:
-            self._log.log(
-                logging.ERROR, "rejectlog", "meterline: could not keep rejected events: %s", exc
-            )
-
-    def spill(self, items: list[Item], *, final: bool = False) -> bool:
-        """Journal events without sending them; False when the journal cannot take them
-        now and they went back to memory (``final``: dropped, counted, instead)."""
-        journal = self.journal
-        try:
-            if journal is None:
-                raise JournalError("no usable journal")
-            journal.spill([it.body for it in items])
-        except JournalFullError as exc:
-            return self._cannot_journal(items, "journal_full", str(exc), final)
-        except JournalError as exc:
-            return self._cannot_journal(items, "journal_unavailable", str(exc), final)
-        except ValueError as exc:  # the journal refused the bytes themselves: a bug, not a disk
-            logger.exception("meterline: the journal refused a batch")
-            self.drop(items, "unjournalable", str(exc))
-            return True
-        self.backlog = True
-        self._settle(items, "journaled", "")
-        return True
-
-    def _cannot_journal(self, items: list[Item], reason: str, why: str, final: bool) -> bool:
-        if final:
-            self.drop(items, reason, why)
-            return True
-        self._log.log(
-            logging.ERROR,
-            "park",
-            "meterline: cannot journal %d event(s) (%s); keeping them in memory",
-            len(items),
-            why,
-        )
-        self._park(Batch(list(items)))
-        return False
-
-    def drop(self, items: Sequence[Item], reason: str, detail: str) -> None:
-        """Give events up, counted with ``reason`` and reported to ``on_drop``."""
-        if not items:
-            return
-        self._log.log(
-            logging.ERROR,
-            f"drop:{reason}",
-            "meterline: dropped %d event(s): %s (%s)",
-            len(items),
-            reason,
-            detail,
-        )
-        self._settle(items, "dropped", reason)
-        self.report_drop(
-            DropReport(
-                reason, len(items), tuple(it.key for it in items), tuple(it.body for it in items)
-            )
-        )
-
-    def report_drop(self, report: DropReport) -> None:
-        if self._on_drop is None:
-            return
-        try:
-            self._on_drop(report)
-        except BaseException:  # noqa: BLE001 - a user callback must not cost events or a thread
-            logger.exception("meterline: on_drop callback raised")
-
-    def report_failure(self, result: _Result, n: int) -> None:
-        """Log (rate-limited) and tell ``on_error`` that events could not be delivered."""
-        level = logging.ERROR if result.refused else logging.WARNING
-        self._log.log(
-            level,
-            "refused" if result.refused else "failed",
-            "meterline: could not deliver %d event(s): %s; journaling them",
-            n,
-            result.error or "unknown error",
-        )
-        self.call_on_error(
-            ConnectionError(result.error or "delivery failed"),
-            {"events": len(result.pending), "refused": result.refused},
-        )
-
-    def call_on_error(self, exc: BaseException, info: dict[str, object]) -> None:
-        if self._on_error is None:
-            return
-        try:
-            self._on_error(exc, info)
-        except BaseException:  # noqa: BLE001 - a user callback must not cost events or a thread
-            logger.exception("meterline: on_error callback raised")
-
-    def quietly(self, fn: Callable[[Claim], None], claim: Claim) -> None:
-        try:
-            fn(claim)
-        except JournalError as exc:
-            self._log.log(logging.ERROR, "journal", "meterline: journal operation failed: %s", exc)
 
     def clean(self, text: str) -> str:
         """``text`` without the API key, whatever a server or a library echoed."""

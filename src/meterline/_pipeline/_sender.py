@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from meterline._delivery import PARKED, RECOVERED, Batch
+from meterline._outcomes import PARKED, RECOVERED, Batch
 from meterline._replay import FAILED, MORE, NOT_LEADER
 from meterline._stats import logger
 
