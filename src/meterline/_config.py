@@ -132,6 +132,14 @@ class Config:
         ):
             _positive_int(self, name)
         _positive_int(self, "journal_min_free_bytes", allow_zero=True)
+        window = getattr(destination, "max_event_age", None)
+        if isinstance(window, (int, float)) and self.journal_max_age > window:
+            raise ConfigError(
+                f"journal_max_age must be at most {window / 86_400:g} days for "
+                f"{destination.name}, which refuses older events (got "
+                f"{self.journal_max_age / 86_400:g} days): a batch kept longer could not be "
+                "delivered"
+            )
         if self.max_batch_events > destination.max_batch_events:
             raise ConfigError(
                 f"max_batch_events must be at most {destination.max_batch_events}, "

@@ -54,6 +54,7 @@ class Metronome:
     key_field: Final = "transaction_id"
     content_type: Final = "application/json"
     has_rules: Final = True
+    max_event_age: Final = float(MAX_AGE_SECONDS)  # journal_max_age may not exceed it
 
     def __init__(self, *, now: Callable[[], float] = time.time) -> None:
         self._now = now

@@ -68,6 +68,7 @@ class Stripe:
     key_field: Final = "identifier"
     content_type: Final = "application/json"
     has_rules: Final = True
+    max_event_age: Final = MAX_AGE  # journal_max_age may not exceed it
 
     def __init__(
         self,
