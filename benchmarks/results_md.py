@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dest_results import section as destinations
 from figures import (
     DASH,
     NAMES,
@@ -247,6 +248,7 @@ def render(meta: dict[str, Any], results: Rows) -> str:
         lines.append(f"- Runs cut short (their figures count what arrived): {'; '.join(cut)}")
     lines += _targets(med)
     lines += _steady(med, meta)
+    lines += destinations(results.get("destinations", []), meta)
     lines += _keeping(med, meta)
     lines += _web(med, meta)
     lines += _ratios(med)

@@ -10,7 +10,8 @@ not always land on the same one; meterline and its baseline (the raw limit in th
 scenario, no reporting in the web one) run back to back and get extra rounds, because
 their ratio is what the targets are about. After the first round, a run that would end
 past ``--budget`` seconds is skipped. Raw rows go to ``.bench/results.json``, logs to
-``.bench/logs/``.
+``.bench/logs/``. The destinations stage (``dest_suite.py``) measures meterline once per
+destination in each of the first ``--runs`` rounds; ``--only destinations`` runs just it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+import dest_suite
 import loadgen
 import peers
 import results_md
@@ -52,7 +54,8 @@ def main() -> int:
         args.output.write_text(results_md.render(saved["meta"], saved["results"]))
         print(f"wrote {args.output} from {args.work / 'results.json'}")
         return 0
-    missing = [dist for module, dist in NEEDED.items() if find_spec(module) is None]
+    needed = {"meterline": "meterline"} if args.only == ["destinations"] else NEEDED
+    missing = [dist for module, dist in needed.items() if find_spec(module) is None]
     if missing:
         print(f"missing {', '.join(missing)}: pip install -e '.[bench]'", file=sys.stderr)
         return 2
@@ -93,6 +96,7 @@ def main() -> int:
         core_runs=max(args.runs, args.core_runs),
         web={"seconds": args.web_seconds, "connections": args.web_connections},
         calls={n: (s.calls, s.orb_calls) for n, s in suite.scenarios(args.quick).items()},
+        destination_calls=dest_suite.calls(args.quick),
     )
     (args.work / "results.json").write_text(json.dumps({"meta": meta, "results": results}))
     args.output.write_text(results_md.render(meta, results))
@@ -131,6 +135,11 @@ def plan(ctx: suite.Context, args: argparse.Namespace, run: int) -> list[tuple[s
     for name, scenario in scenarios.items():
         for peer in _order(name, scenario.peers, run, core_only=run >= args.runs):
             units.append((name, peer, partial(suite.run_driver, ctx, scenario, peer, run)))
+    if (not args.only or "destinations" in args.only) and run < args.runs:
+        n = dest_suite.calls(args.quick)
+        for dest in dest_suite.order(run):
+            job = partial(dest_suite.run_destination, ctx, dest, run, n)
+            units.append(("destinations", dest, job))
     if not args.only or "web" in args.only:
         web = partial(suite.run_web, duration=args.web_seconds, connections=args.web_connections)
         for peer in _order("web", ("none", *suite.PEERS), run, core_only=run >= args.runs):

@@ -14,7 +14,8 @@ current label, every event's id and its ``n`` property (the driver's call index)
 so ``events - unique_ids`` is duplicates at the wire (the server can de-duplicate them by
 id) and ``unique_ids - seqs`` counts events that arrived under more than one id (it cannot).
 
-Control (JSON): ``POST /_ctl/reset?label=X``, ``GET /_ctl/counts``, ``POST /_ctl/fault``
+Control (JSON): ``POST /_ctl/reset?label=X`` (``&vendor=lago``: until the next reset, speak
+only that vendor's API, see ``vendors.py``), ``GET /_ctl/counts``, ``POST /_ctl/fault``
 with ``{"outage_seconds": 5}`` (503 to every ingest request for that long) or
 ``{"flaky_rate": 0.2, "seed": 1}`` (that share of ingest requests answer 500, half of
 them after counting the events: a success the client never hears of), ``{}`` to clear.
@@ -37,6 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+import vendors
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
@@ -131,6 +133,7 @@ ROUTES: dict[str, Route] = {
 }
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
+_REASONS |= {204: "No Content", 401: "Unauthorized", 415: "Unsupported Media Type"}
 _REASONS |= {503: "Service Unavailable", 411: "Length Required", 413: "Payload Too Large"}
 
 
@@ -140,6 +143,8 @@ class Sink:
     def __init__(self) -> None:
         self.tally = Tally()
         self.faults = Faults()
+        self.vendor: str | None = None  # None: every peer's route (ROUTES)
+        self.sessions = vendors.Sessions()
 
     def handle(
         self, method: str, target: str, headers: dict[str, str], body: bytes
@@ -148,6 +153,8 @@ class Sink:
         path = parts.path
         if path.startswith("/_ctl/"):
             return self._control(method, path, parts.query, body)
+        if self.vendor is not None:
+            return self._vendor(method, path, headers, body)
         tally = self.tally
         route = ROUTES.get(path)
         if method != "POST" or route is None:
@@ -173,6 +180,13 @@ class Sink:
             events = parse(body)
         except (ValueError, TypeError, AttributeError, KeyError):
             return self._status(400, b'{"detail":"unparseable body"}')
+        self._record(events)
+        if lost_success:
+            return self._status(500, b'{"detail":"flaky, counted"}')
+        return self._status(200, answer)
+
+    def _record(self, events: Events) -> None:
+        tally = self.tally
         ids, seqs = tally.ids, tally.seqs
         before = len(ids)
         for key, n in events:
@@ -182,9 +196,33 @@ class Sink:
         tally.events += len(events)
         if len(ids) != before:
             tally.last_new_at = time.monotonic()
-        if lost_success:
-            return self._status(500, b'{"detail":"flaky, counted"}')
-        return self._status(200, answer)
+
+    def _vendor(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        """One request in vendor mode: only ``self.vendor``'s paths count (no faults)."""
+        tally = self.tally
+        if method == "POST" and self.vendor == "stripe" and path == vendors.STRIPE_SESSION:
+            tally.paths[path] = tally.paths.get(path, 0) + 1
+            return self._status(*self.sessions.open(headers))
+        route = vendors.ROUTES[self.vendor or ""].get(path)
+        if method != "POST" or route is None:
+            tally.paths[path] = tally.paths.get(path, 0) + 1
+            return self._status(404, b'{"detail":"not an ingest path of this vendor"}')
+        tally.requests += 1
+        if tally.first_at is None:
+            tally.first_at = time.monotonic()
+        refused = vendors.refusal(route, headers, self.sessions)
+        if refused is not None:
+            return self._status(*refused)
+        if headers.get("content-encoding", "").lower() == "gzip":
+            body = gzip.decompress(body)
+        try:
+            events = route.parse(body)
+        except (ValueError, TypeError, AttributeError, KeyError):
+            return self._status(400, b'{"detail":"not this vendor\'s body"}')
+        self._record(events)
+        return self._status(route.status, route.answer)
 
     def _status(self, status: int, body: bytes) -> tuple[int, bytes]:
         statuses = self.tally.statuses
@@ -195,9 +233,15 @@ class Sink:
         if path == "/_ctl/counts":
             return 200, orjson.dumps(self.tally.as_json())
         if path == "/_ctl/reset" and method == "POST":
-            label = (parse_qs(query).get("label") or [""])[0]
+            fields = parse_qs(query)
+            label = (fields.get("label") or [""])[0]
+            vendor = fields["vendor"][0] if "vendor" in fields else None
+            if vendor is not None and vendor not in vendors.ROUTES:
+                return 400, b'{"detail":"unknown vendor"}'
             self.tally = Tally(label=label)
             self.faults = Faults()
+            self.vendor = vendor
+            self.sessions = vendors.Sessions()
             return 200, b"{}"
         if path == "/_ctl/fault" and method == "POST":
             spec = orjson.loads(body or b"{}")
@@ -266,9 +310,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _reply(self, status: int, body: bytes, *, close: bool = False) -> None:
         assert self._transport is not None
+        length = "" if status == 204 else f"Content-Length: {len(body)}\r\n"  # 204: none
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: application/json\r\n{length}"
             f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n"
         )
         self._transport.write(head.encode("latin-1") + body)

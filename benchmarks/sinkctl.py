@@ -21,8 +21,10 @@ class SinkControl:
         self.url = url
         self._http = httpx.Client(base_url=url, timeout=10.0)
 
-    def reset(self, label: str) -> None:
-        self._http.post("/_ctl/reset", params={"label": label}).raise_for_status()
+    def reset(self, label: str, vendor: str | None = None) -> None:
+        """A new tally for ``label``; with ``vendor``, only that vendor's API answers."""
+        params = {"label": label} if vendor is None else {"label": label, "vendor": vendor}
+        self._http.post("/_ctl/reset", params=params).raise_for_status()
 
     def counts(self) -> dict[str, Any]:
         response = self._http.get("/_ctl/counts")
