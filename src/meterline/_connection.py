@@ -1,6 +1,7 @@
 """The connections under ``HttpxTransport``: an httpcore pool on a network backend of our
 choosing (through the environment's HTTP(S) proxy, if it names one), seen by httpx through
-``CoreTransport``, and the bounded reading of an answer's body.
+``CoreTransport``, the bounded reading of an answer's body, and what a failed request is
+called in a message.
 
 Imported with the transport, at import time: nothing here is imported by a first request
 on a worker thread (see ``_transport`` on fork safety).
@@ -16,7 +17,7 @@ from typing import cast
 import httpcore
 import httpx
 
-__all__ = ["MAX_RESPONSE_BYTES", "CoreTransport", "decode", "pool", "read_at_most"]
+__all__ = ["MAX_RESPONSE_BYTES", "CoreTransport", "decode", "describe", "pool", "read_at_most"]
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # of a body, raw and decoded; the rest is not read
 
@@ -140,3 +141,24 @@ def decode(raw: bytes, coding: str) -> bytes:
         return raw
     decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # a gzip or zlib header, detected
     return decoder.decompress(raw, MAX_RESPONSE_BYTES)
+
+
+def describe(exc: Exception, connect_bound: float, bound: float) -> tuple[str, str]:
+    """The name and text of a message for ``exc`` that quote no header (the caller still
+    redacts its secrets from the text): h11 and the codecs quote what they refused."""
+    name = type(exc).__name__
+    if isinstance(exc, (httpx.ConnectTimeout, httpcore.ConnectTimeout)):
+        text = f"no connection within {connect_bound:g} s"
+    elif isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException)):
+        text = f"no complete answer within {bound:g} s"
+    elif isinstance(exc, (httpx.LocalProtocolError, httpcore.LocalProtocolError)):
+        text = "the request could not be written as HTTP/1.1"  # h11 quotes the header
+    elif isinstance(exc, (httpx.RemoteProtocolError, httpcore.RemoteProtocolError)):
+        text = "the server closed the connection or did not answer in HTTP/1.1"
+    elif isinstance(exc, zlib.error):
+        name, text = "DecodingError", "the answer's body does not decode as it says"
+    elif isinstance(exc, UnicodeError):
+        text = "a header or the URL is not ASCII"  # the message quotes the character
+    else:
+        text = str(exc) or "no answer"
+    return name, text

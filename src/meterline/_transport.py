@@ -35,7 +35,7 @@ import httpcore
 import httpx
 import idna  # noqa: F401 - httpx encodes non-ASCII host names with it
 
-from ._connection import MAX_RESPONSE_BYTES, CoreTransport, decode, pool, read_at_most
+from ._connection import MAX_RESPONSE_BYTES, CoreTransport, decode, describe, pool, read_at_most
 from ._deadline import DeadlineBackend, within
 from ._response import Response, Session, SessionGrant
 from ._version import __version__
@@ -280,21 +280,7 @@ class HttpxTransport:
 
     def _describe(self, exc: Exception, bound: float) -> str:
         """A message for ``exc`` that names no header and no secret."""
-        name = type(exc).__name__
-        if isinstance(exc, (httpx.ConnectTimeout, httpcore.ConnectTimeout)):
-            text = f"no connection within {min(self._connect_timeout, bound):g} s"
-        elif isinstance(exc, (httpx.TimeoutException, httpcore.TimeoutException)):
-            text = f"no complete answer within {bound:g} s"
-        elif isinstance(exc, (httpx.LocalProtocolError, httpcore.LocalProtocolError)):
-            text = "the request could not be written as HTTP/1.1"  # h11 quotes the header
-        elif isinstance(exc, (httpx.RemoteProtocolError, httpcore.RemoteProtocolError)):
-            text = "the server closed the connection or did not answer in HTTP/1.1"
-        elif isinstance(exc, zlib.error):
-            name, text = "DecodingError", "the answer's body does not decode as it says"
-        elif isinstance(exc, UnicodeError):
-            text = "a header or the URL is not ASCII"  # the message quotes the character
-        else:
-            text = str(exc) or "no answer"
+        name, text = describe(exc, min(self._connect_timeout, bound), bound)
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
         return f"{name}: {text}"
