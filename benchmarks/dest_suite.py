@@ -18,7 +18,7 @@ from typing import Any
 
 import suite
 import vendors
-from dest_drive import DESTINATIONS
+from dest_drive import ENTRIES
 
 HERE = Path(__file__).resolve().parent
 LIMIT = 120.0  # seconds one driver process may take before it is killed
@@ -30,21 +30,24 @@ def calls(quick: bool) -> int:
 
 
 def order(run: int) -> list[str]:
-    """The destinations rotated by ``run``, so a slow moment does not always hit one."""
-    k = run % len(DESTINATIONS)
-    return list(DESTINATIONS[k:] + DESTINATIONS[:k])
+    """The entries (``dest_drive.ENTRIES``) rotated by ``run``, so that a slow moment of
+    the machine does not always hit the same one."""
+    names = list(ENTRIES)
+    k = run % len(names)
+    return names[k:] + names[:k]
 
 
-def run_destination(ctx: suite.Context, destination: str, run: int, n: int) -> dict[str, Any]:
-    """One driver process for ``destination``; the row of figures for this run."""
-    label = f"destinations-{destination}-{run}"
+def run_destination(ctx: suite.Context, entry: str, run: int, n: int) -> dict[str, Any]:
+    """One driver process for ``entry`` (a destination); the row of figures for this run."""
+    destination, batch = ENTRIES[entry]
+    label = f"destinations-{entry}-{run}"
     ctx.control.reset(label, vendor=destination)
     journal = ctx.work / label / "journal"
     journal.mkdir(parents=True)
-    driver = _drive(ctx, destination, label, journal, n)
+    driver = _drive(ctx, destination, batch, label, journal, n)
     counts = ctx.control.settle(n, quiet=0.3, limit=10.0)
     row = suite.ROWS["steady"](driver, counts)
-    row.update(peer=destination, run=run, calls=driver.get("calls", n), batch=driver.get("batch"))
+    row.update(peer=entry, run=run, calls=driver.get("calls", n), batch=driver.get("batch"))
     row["sessions"] = counts["paths"].get(vendors.STRIPE_SESSION, 0)
     problems = check(destination, n, driver, counts)
     if problems:
@@ -80,12 +83,14 @@ def check(destination: str, n: int, driver: dict[str, Any], counts: dict[str, An
 
 
 def _drive(
-    ctx: suite.Context, destination: str, label: str, journal: Path, n: int
+    ctx: suite.Context, destination: str, batch: int | None, label: str, journal: Path, n: int
 ) -> dict[str, Any]:
     out = ctx.work / f"{label}.json"
     cmd = [sys.executable, str(HERE / "dest_drive.py"), "--destination", destination]
     cmd += ["--sink", ctx.sink_url, "--n", str(n), "--journal-dir", str(journal)]
     cmd += ["--out", str(out)]
+    if batch is not None:
+        cmd += ["--max-batch-events", str(batch)]
     if ctx.driver_cpu is not None:
         cmd += ["--cpu", str(ctx.driver_cpu)]
     with (ctx.logs / f"{label}.log").open("w") as log:
