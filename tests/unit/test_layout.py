@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,9 +54,22 @@ def test_a_module_is_short_or_says_why_it_is_long(path: Path) -> None:
     )
 
 
-def _layer_names() -> set[str]:
+def _contracts() -> list[dict[str, Any]]:
     config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
-    contracts = config["tool"]["importlinter"]["contracts"]
+    contracts: list[dict[str, Any]] = config["tool"]["importlinter"]["contracts"]
+    return contracts
+
+
+def _top_level() -> set[str]:
+    return {
+        p.stem if p.is_file() else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.is_file()) or (p / "__init__.py").is_file()
+    }
+
+
+def _layer_names() -> set[str]:
+    contracts = _contracts()
     [top] = [c for c in contracts if c["type"] == "layers" and c["containers"] == ["meterline"]]
     names: set[str] = set()
     for layer in top["layers"]:
@@ -66,13 +80,21 @@ def _layer_names() -> set[str]:
 def test_every_top_level_module_has_a_place_in_the_layers() -> None:
     """A new module or package directly under meterline/ is named in the layers contract,
     so import-linter checks its imports instead of silently leaving it out."""
-    children = {
-        p.stem if p.is_file() else p.name
-        for p in PACKAGE.iterdir()
-        if (p.suffix == ".py" and p.is_file()) or (p / "__init__.py").is_file()
-    }
-    missing = children - _layer_names() - OUTSIDE_LAYERS
+    missing = _top_level() - _layer_names() - OUTSIDE_LAYERS
     assert not missing, f"add {sorted(missing)} to [tool.importlinter] layers in pyproject.toml"
+
+
+def test_the_server_contracts_name_every_core_module() -> None:
+    """Both contracts that keep the reference server and the client apart list every module
+    of the client, so a new module cannot import the server or be imported by it unseen."""
+    core = {
+        f"meterline.{name}" for name in _top_level() - {"__init__", "__main__", "cli", "server"}
+    }
+    forbidden = [c for c in _contracts() if c["type"] == "forbidden"]
+    [no_server] = [c for c in forbidden if c["forbidden_modules"] == ["meterline.server"]]
+    [no_client] = [c for c in forbidden if c["source_modules"] == ["meterline.server"]]
+    assert not core - set(no_server["source_modules"]), "add them to source_modules"
+    assert not core - set(no_client["forbidden_modules"]), "add them to forbidden_modules"
 
 
 # What a destination may not call: files need no import (`open`), and a dynamic import
