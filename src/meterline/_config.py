@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ._checks import check_api_key, positive_float, positive_int
 from ._errors import ConfigError
 from .destinations import Destination, resolve
 from .destinations.orb import Orb
@@ -81,7 +82,7 @@ class Config:
     gzip: bool = False
 
     def __post_init__(self) -> None:
-        _check_api_key(self.api_key)
+        check_api_key(self.api_key)
         destination = resolve(self.destination)
         if self.customer_field is not None:
             if not isinstance(destination, Orb):
@@ -118,9 +119,9 @@ class Config:
             "replay_rate",
             "journal_max_age",
         ):
-            _positive_float(self, name)
+            positive_float(self, name)
         for name in ("retry_after_max", "shutdown_timeout"):
-            _positive_float(self, name, allow_zero=True)
+            positive_float(self, name, allow_zero=True)
         for name in (
             "max_batch_events",
             "max_batch_bytes",
@@ -130,8 +131,8 @@ class Config:
             "retry_attempts",
             "journal_max_bytes",
         ):
-            _positive_int(self, name)
-        _positive_int(self, "journal_min_free_bytes", allow_zero=True)
+            positive_int(self, name)
+        positive_int(self, "journal_min_free_bytes", allow_zero=True)
         window = getattr(destination, "max_event_age", None)
         if isinstance(window, (int, float)) and self.journal_max_age > window:
             raise ConfigError(
@@ -242,44 +243,6 @@ _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - {
     "base_url",
     "journal_dir",
 }
-
-
-def _check_api_key(key: object) -> None:
-    """Refuse a key that no HTTP header can carry as given; the message never holds the key.
-
-    A pasted zero-width space, a trailing blank from a ``.env`` file or a line break would
-    otherwise fail on the worker (or be sent as a different credential) for every batch.
-    """
-    if key is None:
-        return
-    if not isinstance(key, str) or not key:
-        raise ConfigError("api_key must be a non-empty string")
-    for index, char in enumerate(key):
-        if not "!" <= char <= "~":
-            what = "whitespace" if char.isspace() else f"the character U+{ord(char):04X}"
-            raise ConfigError(
-                f"api_key has {what} at position {index} of {len(key)}: an API key is "
-                "printable ASCII without spaces (check for a pasted or trailing character)"
-            )
-
-
-def _positive_float(config: Config, name: str, *, allow_zero: bool = False) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    object.__setattr__(config, name, float(value))
-
-
-def _positive_int(config: Config, name: str, *, allow_zero: bool = False) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
 def default_state_dir() -> Path:
