@@ -206,7 +206,9 @@ class HttpxTransport:
         if isinstance(grant, Response):
             return grant  # the session request was refused: that is the batch's answer
         answer = self._post(self._url, body, grant.headers, bound)
-        if not self._session.expired(answer):
+        # Expired, or refused (a revoked token: the key itself just opened a session): a
+        # new session, and the same bytes once more.
+        if answer.status not in (401, 403) and not self._session.expired(answer):
             return answer
         grant = self._current_grant(bound, renew=True, stale=grant)
         if isinstance(grant, Response):

@@ -289,3 +289,22 @@ def _pending_event():
     from meterline._event import validate
 
     return validate("cus_1", "api_call", {"value": 1}, None, None, 32 * 1024)
+
+
+def test_a_revoked_session_token_is_dropped_and_a_new_session_opened(server, make_client):
+    """A stream 401 that is not the expiry code (a revoked token) opens a new session and
+    sends the same identifiers again at once; every event is delivered once."""
+    client = make_client()
+    first = _report(client, 10)
+    assert client.flush(timeout=10).sent == 10
+    with server.lock:
+        server.live.clear()
+        server.tokens.clear()  # unknown to the server now: answered "authentication_failed"
+    second = _report(client, 10, start=10)
+    assert client.flush(timeout=15).sent == 10
+    stream = server.seen(STREAM)
+    assert [s.status for s in stream][-2:] == [401, 200]
+    assert stream[-1].keys == stream[-2].keys == second
+    assert len(server.seen(SESSION)) == 2
+    assert set(server.received) == set(first) | set(second)
+    assert set(server.deliveries.values()) == {1}
