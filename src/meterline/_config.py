@@ -99,12 +99,15 @@ class Config:
         given: int | None = self.max_batch_events
         if given is None:
             object.__setattr__(self, "max_batch_events", destination.max_batch_events)
-        parts = urlsplit(self.base_url) if isinstance(self.base_url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"base_url must be an http(s) URL with a host, got {self.base_url!r}")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ConfigError("base_url must not carry a query, a fragment or credentials")
+        _check_url("base_url", self.base_url)
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        try:  # a custom destination's bug is found here, not on a meterline thread
+            ingest = destination.ingest_url(self.base_url)
+        except Exception as exc:  # noqa: BLE001 - reported as the configuration error it is
+            raise ConfigError(
+                f"the {destination.name} destination's ingest_url() raised {type(exc).__name__}"
+            ) from None
+        _check_url(f"the {destination.name} ingest URL", ingest)
         if self.journal_dir is not None:
             # Absolute now: a later chdir() must not move the journal (or strand its files).
             object.__setattr__(self, "journal_dir", Path(os.path.abspath(self.journal_dir)))
@@ -221,7 +224,9 @@ class Config:
         kwargs: dict[str, Any] = dict(options)
         kwargs["api_key"] = api_key if api_key is not None else env.get("METERLINE_API_KEY") or None
         kwargs["destination"] = (
-            destination or env.get("METERLINE_DESTINATION", "").strip() or DEFAULT_DESTINATION
+            destination
+            if destination is not None
+            else env.get("METERLINE_DESTINATION", "").strip() or DEFAULT_DESTINATION
         )
         kwargs["base_url"] = base_url or env.get("METERLINE_BASE_URL") or ""
         jd = journal_dir if journal_dir is not None else env.get("METERLINE_JOURNAL_DIR") or None
@@ -243,6 +248,16 @@ _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - {
     "base_url",
     "journal_dir",
 }
+
+
+def _check_url(what: str, url: object) -> None:
+    """An http(s) URL with a host and nothing that would send another credential."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = url if isinstance(url, str) and "@" not in url else type(url).__name__
+        raise ConfigError(f"{what} must be an http(s) URL with a host, got {shown!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"{what} must not carry a query, a fragment or credentials")
 
 
 def default_state_dir() -> Path:

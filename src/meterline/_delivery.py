@@ -2,11 +2,16 @@
 
 A live batch is sent with the retry policy; what the server accepted is settled as sent, what it
 named invalid as rejected (kept in the journal's ``rejected/``), and what is still undelivered when
-the budget runs out goes to the journal. Only the destination's own answer counts: a 2xx whose body
-is not Orb's ingest answer, or a 400/422 that is not Orb's error body (an HTML page from a proxy, a
-portal or a catch-all route), is a transient failure, never a delivery and never a rejection.
-Whatever raises on the way (a transport, a response without a status, a callback), the batch in
-hand is journaled or kept. ``_replay`` drains the journal through the same ``send_once``.
+the budget runs out goes to the journal. Only the destination's own answer counts (its
+``read()`` says what an answer means): a 2xx that is not its success body, or a 400/422 that is
+not its error body (an HTML page from a proxy, a portal or a catch-all route), is a transient
+failure, never a delivery and never a rejection. Whatever raises on the way (a transport, a
+response without a status, a callback), the batch in hand is journaled or kept. ``_replay``
+drains the journal through the same ``send_once``.
+
+Why this module is long: sending with retries, splitting (413, bisection of a refused batch,
+chunks of a write-ahead group) and acting on each ``Answer`` kind are one recursion over the
+same batch and the same accounting; settling the outcome is already ``_outcomes``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .destinations._base import (
     RETRY,
     TOO_LARGE,
     Answer,
+    reasons,
 )
 
 if TYPE_CHECKING:
@@ -248,7 +254,7 @@ class Delivery(Outcomes):
         result = Result()
         for it in items:
             if it.key in bad:
-                result.rejected.append((it, [self.clean(r) for r in bad[it.key]]))
+                result.rejected.append((it, [self.clean(r) for r in reasons(bad[it.key])]))
             else:
                 result.delivered.append(it)
         return result
@@ -256,7 +262,9 @@ class Delivery(Outcomes):
     def _invalid(self, items: list[Item], named: Mapping[str, list[str]]) -> Result:
         """The batch was refused for the events it names: those are rejected, the rest
         (not delivered) sent again at once."""
-        bad = [(it, [self.clean(r) for r in named[it.key]]) for it in items if it.key in named]
+        bad = [
+            (it, [self.clean(r) for r in reasons(named[it.key])]) for it in items if it.key in named
+        ]
         if not bad:  # it named none of ours: find the bad ones by bisection
             if len(items) == 1:
                 return Result(rejected=[(items[0], ["refused by the server"])])
@@ -274,10 +282,17 @@ class Delivery(Outcomes):
         return result
 
     def clean(self, text: str) -> str:
-        """``text`` without the API key, whatever a server or a library echoed."""
+        """``text`` without the API key or a session token, whatever a server or a library
+        echoed (a body scrubbed as bytes can still hold one JSON-escaped: decoded, it is
+        whole again, so the decoded text is scrubbed here too)."""
         secret = self._secret
         if secret and secret in text:
             text = text.replace(secret, "***")
+        live = getattr(self._transport, "secrets", None)
+        if live:
+            for held in live:
+                if held and held in text:
+                    text = text.replace(held, "***")
         return text
 
     def _why(self, answer: Answer, status: int) -> str:

@@ -255,7 +255,11 @@ def _utc_string(timestamp: object) -> str:
         raise InvalidEventError("timestamp", "is outside the range of UTC dates") from None
     if utc - datetime.now(timezone.utc) > timedelta(seconds=MAX_FUTURE_SECONDS):
         raise InvalidEventError("timestamp", "is more than 5 minutes in the future")
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Not strftime: its %Y does not pad years before 1000, which RFC 3339 needs as 4 digits.
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond:06d}Z"
+    )
 
 
 _second_cache: tuple[int, str] = (-1, "")

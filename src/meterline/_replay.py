@@ -13,12 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import orjson
 
 from ._delivery import Delivery, Item
 from ._errors import JournalCorruptError, JournalError, JournalForeignError
+from ._outcomes import Result
 from ._stats import Counters, DropReport, RateLimitedLog
 
 if TYPE_CHECKING:
@@ -45,6 +47,14 @@ class Replayer:
     ) -> None:
         self._config = config
         self._key_field = config.destination.key_field
+        dest = config.destination
+        window = getattr(dest, "max_event_age", None)
+        self._window: float | None = float(window) if isinstance(window, (int, float)) else None
+        self._too_old = (
+            f"older than {dest.name} accepts ({(window or 0) / 86_400:g} days) when replayed: "
+            "not sent"
+        )
+        self._wall = time.time
         self._delivery = delivery
         self._counters = counters
         self._stopping = stopping
@@ -122,7 +132,9 @@ class Replayer:
         self._pace(len(bodies))
         field = self._key_field
         items = [Item(-1, 0, _key_of(body, field), body) for body in bodies]
-        result = delivery.send_once(items)
+        stale, items = self._past_window(items)
+        result = delivery.send_once(items) if items else Result()
+        result.rejected += stale
         if result.rejected:
             delivery.call_on_error(
                 ValueError("replayed events rejected by the server"),
@@ -153,8 +165,27 @@ class Replayer:
             delivery.circuit.fail(interval)
             delivery.report_failure(result, len(items))
             return False
-        delivery.circuit.succeed()
+        if items:  # an answer was had: the endpoint is back
+            delivery.circuit.succeed()
         return True
+
+    def _past_window(self, items: list[Item]) -> tuple[list[tuple[Item, list[str]]], list[Item]]:
+        """Events older than the destination accepts (Stripe: 35 days), split off: sent,
+        they would be refused, or with Stripe dropped unseen after a 200. They are kept in
+        rejected/ with the reason instead."""
+        window = self._window
+        if window is None:
+            return [], items
+        limit = self._wall() - window + _WINDOW_MARGIN
+        stale: list[tuple[Item, list[str]]] = []
+        fresh: list[Item] = []
+        for it in items:
+            when = _event_time(it.body)
+            if when is not None and when < limit:
+                stale.append((it, [self._too_old]))
+            else:
+                fresh.append(it)
+        return stale, fresh
 
     def _pace(self, n: int) -> None:
         """Keep replay under ``replay_rate`` events per second."""
@@ -162,6 +193,25 @@ class Replayer:
         if self._next_at > now:
             self._sleep(self._next_at - now)
         self._next_at = max(now, self._next_at) + n / self._config.replay_rate
+
+
+_WINDOW_MARGIN = 600.0  # s: an event this close to the window's edge may cross it in transit
+
+
+def _event_time(body: bytes) -> float | None:
+    """The ``timestamp`` of an event's bytes (RFC 3339 UTC, as meterline writes it), in
+    seconds since the epoch; None when it has none it can read."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    text = doc.get("timestamp") if isinstance(doc, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _key_of(body: bytes, field: str) -> str:

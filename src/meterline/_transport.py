@@ -16,6 +16,11 @@ Fork safety: everything the send path needs is imported here, at import time, ne
 the first request on a worker thread. A fork (``os.fork()`` or uWSGI's, from C) while
 another thread imports a module leaves that module's import lock held in the child for
 ever; ``tests/unit/test_transport_imports.py`` checks that a send imports nothing.
+
+Why this module is long: the session handling (open, renew before expiry, renew and resend
+once on expiry or refusal, scrub every live credential from answers) shares the client, the
+lock and the secrets of the request path it wraps; the pool, the proxy and the bounded body
+reading are already ``_connection``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import certifi
@@ -156,7 +161,7 @@ class HttpxTransport:
                 if _HEADER_VALUE.fullmatch(value) is None:
                     self._problem = f"the {name} header cannot be sent in HTTP"
                 headers[name] = value
-                self._secrets.append(value)
+                self._secrets.extend(_credentials([value]))
         if gzip:
             headers["Content-Encoding"] = "gzip"
         self._secrets.sort(key=len, reverse=True)  # longest first: "Bearer k" before "k"
@@ -247,7 +252,7 @@ class HttpxTransport:
             # The key's, the replaced session's (answers still in flight) and the new one's:
             # not every token ever granted, which would grow for as long as the process runs.
             old = previous.headers.values() if previous is not None else ()
-            held = {*self._key_secrets, *old, *grant.headers.values()}
+            held = {*self._key_secrets, *_credentials(old), *_credentials(grant.headers.values())}
             self._secrets = sorted(held, key=len, reverse=True)
             self._grant = grant
             return grant
@@ -272,6 +277,12 @@ class HttpxTransport:
             content = self._scrub(content)
         return Response(answer.status_code, names, content)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The credentials this transport sends (key, session tokens), longest first: what
+        no text derived from an answer may show."""
+        return tuple(self._secrets)
+
     def _scrub(self, content: bytes) -> bytes:
         """An answer's body without a session token or key a server echoed."""
         for secret in self._secrets:
@@ -286,6 +297,18 @@ class HttpxTransport:
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
         return f"{name}: {text}"
+
+
+def _credentials(values: Iterable[str]) -> list[str]:
+    """Header values and the credentials inside them (``Bearer tok`` holds ``tok``): a
+    server may quote either."""
+    found = []
+    for value in values:
+        found.append(value)
+        scheme, _, rest = value.partition(" ")
+        if rest and scheme.isalpha():
+            found.append(rest.strip())
+    return [v for v in found if v]
 
 
 class _SessionFailed(Exception):

@@ -70,7 +70,7 @@ def test_the_name_resolves_to_the_default_source_and_an_invalid_source_is_refuse
     ("response", "kind"),
     [
         (Response(204), "accepted"),
-        (Response(200), "accepted"),
+        (Response(200), "foreign"),  # only a 204 is OpenMeter's acceptance
         (Response(200, {"content-type": "text/html"}, b"<html>portal</html>"), "foreign"),
         (Response(400, PROBLEM, orjson.dumps(problem(400, "Bad Request", "bad"))), "invalid_batch"),
         (Response(400, {"content-type": "text/html"}, b"<html/>"), "foreign"),

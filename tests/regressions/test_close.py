@@ -44,7 +44,12 @@ def test_close_after_a_tight_loop_delivers_all_fifty_thousand(
         )
         for i in range(50_000)
     ]
-    client.close()
+    result = client.close()
     delivered = len(set(keys) & server.keys())
-    assert delivered == 50_000, f"{delivered} of 50,000 delivered when close() returned"
+    missing = sorted(set(keys) - server.keys())[:3]
+    assert delivered == 50_000, (
+        f"{delivered} of 50,000 delivered when close() returned: {result}, "
+        f"stats {dict(client.stats())}, missing e.g. {missing}, "
+        f"{len(journal_keys(journal_dir))} in the journal"
+    )
     assert journal_keys(journal_dir) == []

@@ -64,6 +64,11 @@ def resolve(destination: object) -> Destination:
             raise ConfigError(f"unknown destination {destination!r}; known: {known}")
         made: Destination = cls()
         return made
+    if isinstance(destination, type):
+        raise ConfigError(
+            f"destination must be a name or a Destination object, not the class "
+            f"{destination.__name__} (write {destination.__name__}())"
+        )
     missing = [m for m in _MEMBERS if not hasattr(destination, m)]
     if missing:
         raise ConfigError(

@@ -180,11 +180,12 @@ def _by_index(details: object, keys: Sequence[str]) -> dict[str, list[str]] | No
         return None
     named: dict[str, list[str]] = {}
     for index, why in details.items():
-        if not str(index).isdigit() or int(index) >= len(keys):
+        text = str(index)
+        if not (text.isascii() and text.isdigit()) or int(text) >= len(keys):
             return None
         if isinstance(why, dict):
             found = [f"{field}: {r}" for field, rs in why.items() for r in reasons(rs)]
         else:  # a message for the whole event (an expression that failed)
             found = reasons(why)
-        named.setdefault(keys[int(index)], []).extend(found or ["invalid"])
+        named.setdefault(keys[int(text)], []).extend(found or ["invalid"])
     return named

@@ -111,7 +111,7 @@ def _success(response: Response) -> Answer | None:
     if not response.body.strip():
         return Answer(ACCEPTED)
     doc = response.json()
-    if isinstance(doc, dict) and "error" not in doc and "message" not in doc:
+    if isinstance(doc, dict) and not {"error", "errors", "message"} & doc.keys():
         return Answer(ACCEPTED)
     return None
 

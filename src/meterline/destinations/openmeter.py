@@ -6,7 +6,8 @@ name), ``subject`` (the customer), ``time`` (RFC 3339 UTC) and ``data`` (the pro
 OpenMeter deduplicates on ``id`` *and* ``source``, so ``source`` must stay the same for as
 long as events may be resent; the journal keeps each event's bytes, source included.
 
-An accepted batch is answered 204 with no body. A 400 is an RFC 7807 problem that names
+An accepted batch is answered 204, and only a 204 counts: an empty 200 from a load
+balancer or a catch-all route is not OpenMeter's answer. A 400 is an RFC 7807 problem that names
 no event (the batch is refused as a whole), so the bad events are found by bisection.
 The spec's constraints (non-empty ``id``, ``source``, ``type``, ``subject``; ``data`` a
 JSON object of any values) are already ``report()``'s own rules: no ``check`` is needed.
@@ -109,7 +110,7 @@ class OpenMeter:
 def _success(response: Response) -> Answer | None:
     """204 (OpenMeter's answer), or another 2xx with an empty body; a 2xx with a body
     (an HTML page) is not OpenMeter's answer."""
-    if response.status == 204 or not response.body.strip():
+    if response.status == 204:
         return Answer(ACCEPTED)
     return None
 

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -77,14 +78,20 @@ class Stripe:
         stream_url: str | None = None,
         api_version: str | None = API_VERSION,
     ) -> None:
-        if not isinstance(customer_payload_key, str) or not customer_payload_key:
+        if (
+            not isinstance(customer_payload_key, str)
+            or not customer_payload_key.strip()
+            or customer_payload_key != customer_payload_key.strip()
+        ):
             raise ConfigError(
                 f"customer_payload_key must be a non-empty str, got {customer_payload_key!r}"
             )
-        if stream_url is not None and not (
-            isinstance(stream_url, str) and stream_url.startswith(("https://", "http://"))
-        ):
-            raise ConfigError(f"stream_url must be an http(s) URL, got {stream_url!r}")
+        if stream_url is not None:
+            parts = urlsplit(stream_url) if isinstance(stream_url, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError("stream_url must be an http(s) URL with a host")
+            if parts.query or parts.fragment or parts.username or parts.password:
+                raise ConfigError("stream_url must not carry a query, a fragment or credentials")
         if api_version is not None and (
             not isinstance(api_version, str)
             or not api_version.isprintable()
@@ -188,7 +195,12 @@ def error_code(response: Response) -> str | None:
 
 def _success(response: Response) -> Answer | None:
     """A JSON object (Stripe's is ``{}``); anything else is not Stripe's answer."""
-    return Answer(ACCEPTED) if isinstance(response.json(), dict) else None
+    doc = response.json()
+    if response.status != 200 or not isinstance(doc, dict):
+        return None
+    if "error" in doc or "errors" in doc:
+        return None  # an error body with a 200: not an acceptance
+    return Answer(ACCEPTED)
 
 
 def _invalid(response: Response) -> Answer | None:
