@@ -161,7 +161,7 @@ class HttpxTransport:
                 if _HEADER_VALUE.fullmatch(value) is None:
                     self._problem = f"the {name} header cannot be sent in HTTP"
                 headers[name] = value
-                self._secrets.extend(_credentials([value]))
+                self._secrets.extend(_credentials([(name, value)]))
         if gzip:
             headers["Content-Encoding"] = "gzip"
         self._secrets.sort(key=len, reverse=True)  # longest first: "Bearer k" before "k"
@@ -251,8 +251,8 @@ class HttpxTransport:
                     raise _SessionFailed("the session's token cannot be sent in an HTTP header")
             # The key's, the replaced session's (answers still in flight) and the new one's:
             # not every token ever granted, which would grow for as long as the process runs.
-            old = previous.headers.values() if previous is not None else ()
-            held = {*self._key_secrets, *_credentials(old), *_credentials(grant.headers.values())}
+            old = previous.headers.items() if previous is not None else ()
+            held = {*self._key_secrets, *_credentials(old), *_credentials(grant.headers.items())}
             self._secrets = sorted(held, key=len, reverse=True)
             self._grant = grant
             return grant
@@ -299,16 +299,21 @@ class HttpxTransport:
         return f"{name}: {text}"
 
 
-def _credentials(values: Iterable[str]) -> list[str]:
-    """Header values and the credentials inside them (``Bearer tok`` holds ``tok``): a
-    server may quote either."""
+def _credentials(headers: Iterable[tuple[str, str]]) -> list[str]:
+    """The values of the headers that carry a credential, and the credential inside each
+    (``Bearer tok`` holds ``tok``): a server may quote either."""
     found = []
-    for value in values:
+    for name, value in headers:
+        if not any(mark in name.lower() for mark in _CREDENTIAL_HEADERS):
+            continue
         found.append(value)
         scheme, _, rest = value.partition(" ")
         if rest and scheme.isalpha():
             found.append(rest.strip())
     return [v for v in found if v]
+
+
+_CREDENTIAL_HEADERS = ("auth", "key", "token", "secret", "session")
 
 
 class _SessionFailed(Exception):
