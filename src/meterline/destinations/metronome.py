@@ -78,6 +78,8 @@ class Metronome:
         return None
 
     def check(self, event: Pending) -> None:
+        if type(event[4]) is int and len(event[0]) <= MAX_KEY_CHARS:  # report()'s own stamp
+            return  # (and report() already bounds the name to MAX_NAME_CHARS)
         check_lengths(event, "Metronome", name=MAX_NAME_CHARS, key=MAX_KEY_CHARS)
         check_age(event, MAX_AGE_SECONDS, "Metronome", self._now)
 

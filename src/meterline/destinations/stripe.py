@@ -128,6 +128,15 @@ class Stripe:
         return StripeSession(f"{base_url}{SESSION_PATH}", self.api_version)
 
     def check(self, event: Pending) -> None:
+        # The common event (report()'s own stamp, a default key, a short name) passes on
+        # one line: this runs on the caller's thread.
+        if (
+            type(event[4]) is int
+            and len(event[2]) <= MAX_CHARS
+            and len(event[0]) <= MAX_CHARS
+            and self.customer_payload_key not in event[3]
+        ):
+            return
         check_lengths(event, "Stripe", name=MAX_CHARS, key=MAX_CHARS)
         check_age(event, MAX_AGE, "Stripe", time.time)
         if self.customer_payload_key in event[3]:
