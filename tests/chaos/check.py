@@ -320,6 +320,10 @@ def check(
         if "expired" in folders:
             outcome["expired"] += 1
             continue
+        if drop is not None:  # named by on_drop: dropped, whatever the server said of it
+            outcome["dropped"] += 1
+            dropped[drop] += 1
+            continue
         if (
             proc.inc.journal_refuses
             and server.rejects(key)
@@ -332,10 +336,6 @@ def check(
             if (proc.name, k.gen) in reject_budget:
                 reject_budget[(proc.name, k.gen)] -= 1
             outcome["rejected, not kept (journal refusing)"] += 1
-            continue
-        if drop is not None:
-            outcome["dropped"] += 1
-            dropped[drop] += 1
             continue
         if _kill_may_lose(proc, k, wal_window):
             outcome["lost in the kill window"] += 1
