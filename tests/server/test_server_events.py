@@ -144,14 +144,15 @@ def test_deprecate_stops_counting_and_is_idempotent(
 def test_a_deprecated_key_cannot_be_ingested_again(
     api: httpx.Client, reference: ReferenceServer
 ) -> None:
-    """Re-ingesting a deprecated key is listed in validation_failed, as Orb does."""
+    """Re-ingesting a deprecated key is a 400 naming it, and nothing of its batch is stored."""
     ingest(api, event("a"))
     api.put("/events/a/deprecate")
     response = api.post("/ingest", json={"events": [event("a"), event("b")]})
-    failed = response.json()["validation_failed"]
+    assert response.status_code == 400
+    failed = response.json()["validation_errors"]
     assert [f["idempotency_key"] for f in failed] == ["a"]
     assert "deprecated" in failed[0]["validation_errors"][0]
-    assert reference.event_count() == 1
+    assert reference.event_count() == 0
 
 
 def test_deprecated_events_cannot_be_amended(api: httpx.Client) -> None:

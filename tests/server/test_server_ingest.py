@@ -66,7 +66,7 @@ def test_null_other_customer_field_is_allowed(
     assert reference.event_count() == 1
 
 
-# -- per-event rules: listed in validation_failed, the rest of the batch is stored --------------
+# -- per-event rules: a 400 naming the keys, nothing stored; the rest may be resent -----------
 
 PER_EVENT_CASES = [
     ("both-customers", {"customer_id": "orb_1"}, "exactly one"),
@@ -85,17 +85,18 @@ PER_EVENT_CASES = [
 @pytest.mark.parametrize(
     ("change", "message"), [c[1:] for c in PER_EVENT_CASES], ids=[c[0] for c in PER_EVENT_CASES]
 )
-def test_per_event_rule_failures_are_listed_and_others_stored(
+def test_per_event_rule_failures_are_a_400_naming_the_keys(
     api: httpx.Client, reference: ReferenceServer, change: dict[str, Any], message: str
 ) -> None:
-    """An event breaking a per-event rule is listed with a reason; its neighbours are stored."""
+    """A batch with an event breaking a per-event rule is a 400 naming it; nothing is stored."""
     response = post(api, [event("good"), {**event("bad"), **change}], debug="true")
-    assert response.status_code == 200
-    failed = response.json()["validation_failed"]
+    assert response.status_code == 400
+    failed = response.json()["validation_errors"]
     assert [f["idempotency_key"] for f in failed] == ["bad"]
     assert any(message in reason for reason in failed[0]["validation_errors"]), failed
-    assert response.json()["debug"]["ingested"] == ["good"]
-    assert [e["id"] for e in reference.events()] == ["good"]
+    assert reference.event_count() == 0
+    resent = post(api, [event("good")], debug="true").json()
+    assert resent == {"validation_failed": [], "debug": {"duplicate": [], "ingested": ["good"]}}
 
 
 @pytest.mark.parametrize("offset", [300.0, -12 * 3600.0], ids=["5-minutes-ahead", "grace-edge"])
@@ -109,16 +110,16 @@ def test_grace_period_follows_the_clock_and_setting(clock: Clock) -> None:
     server = ReferenceServer(api_keys=[API_KEY], clock=clock, grace_period="30m")
     with server, httpx.Client(base_url=server.url, headers=AUTH) as api:
         old = post(api, [event("old", timestamp=stamp(-31 * 60))]).json()
-        assert "grace period (30m)" in old["validation_failed"][0]["validation_errors"][0]
+        assert "grace period (30m)" in old["validation_errors"][0]["validation_errors"][0]
         clock.now -= 3600  # the same timestamp is now in the future by 29 minutes
         ahead = post(api, [event("new", timestamp=stamp(-31 * 60))]).json()
-        assert "future" in ahead["validation_failed"][0]["validation_errors"][0]
+        assert "future" in ahead["validation_errors"][0]["validation_errors"][0]
 
 
 def test_a_rejected_key_can_be_sent_again_once_fixed(
     api: httpx.Client, reference: ReferenceServer
 ) -> None:
-    """A key listed in validation_failed is not marked processed, so a fixed resend counts."""
+    """A key named in a 400 is not marked processed, so a fixed resend counts."""
     post(api, [{**event("k"), "customer_id": "orb_1"}])
     assert post(api, [event("k")], debug="true").json()["debug"]["ingested"] == ["k"]
     assert reference.event_count() == 1
@@ -233,9 +234,10 @@ def test_a_stored_key_stays_a_duplicate_even_when_its_resend_breaks_a_rule(
     post(api, [event("a")])
     clock.now += 13 * 3600
     response = post(api, [event("a"), event("late")], debug="true")
-    body = response.json()
-    assert [f["idempotency_key"] for f in body["validation_failed"]] == ["late"]
-    assert body["debug"] == {"duplicate": ["a"], "ingested": []}
+    assert response.status_code == 400
+    assert [f["idempotency_key"] for f in response.json()["validation_errors"]] == ["late"]
+    replay = post(api, [event("a")], debug="true").json()
+    assert replay == {"validation_failed": [], "debug": {"duplicate": ["a"], "ingested": []}}
     assert reference.event_count() == 1
 
 
@@ -294,10 +296,12 @@ def test_bad_query_parameters_answer_400(
     assert reference.event_count() == 0
 
 
-def test_backfill_id_is_accepted(api: httpx.Client, reference: ReferenceServer) -> None:
-    """Orb's backfill_id query parameter is accepted (and otherwise ignored)."""
-    assert post(api, [event("a")], backfill_id="bf_1").status_code == 200
-    assert reference.event_count() == 1
+def test_an_unknown_backfill_id_is_a_404(api: httpx.Client, reference: ReferenceServer) -> None:
+    """Orb's backfill_id query parameter must name a backfill; an unknown one stores nothing."""
+    response = post(api, [event("a")], backfill_id="bf_1")
+    assert response.status_code == 404
+    assert response.json()["type"].endswith("#404-resource-not-found")
+    assert reference.event_count() == 0
 
 
 # -- authentication -----------------------------------------------------------------------------
@@ -418,7 +422,9 @@ def test_unknown_paths_and_methods(api: httpx.Client) -> None:
     assert api.post("/../ingest").status_code == 404
     wrong = api.get("/ingest")
     assert (wrong.status_code, wrong.headers["Allow"]) == (405, "POST")
-    assert api.request("OPTIONS", "/ingest").status_code == 501
+    for method in ("HEAD", "OPTIONS", "TRACE"):
+        other = api.request(method, "/ingest")
+        assert (other.status_code, other.headers["Allow"]) == (405, "POST"), method
 
 
 def test_an_internal_error_is_a_logged_500_and_the_server_carries_on(

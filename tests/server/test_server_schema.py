@@ -52,13 +52,16 @@ def test_sent_events_match_ingest_request_body() -> None:
         check({"events": [{**event("a"), "extra": 1}]}, "IngestRequestBody")
 
 
-def test_ingest_200_bodies_match_ingestion_response(api: httpx.Client) -> None:
-    """200 bodies, with failures and with debug, match IngestionResponse and ValidationError."""
+def test_ingest_bodies_match_ingestion_response_and_validation_error(api: httpx.Client) -> None:
+    """A 200 (with debug) matches IngestionResponse; a per-event 400 names ValidationErrors."""
     bad = {**event("bad"), "customer_id": "orb_1"}
-    body = api.post("/ingest", json={"events": [event("a"), bad]}, params={"debug": "true"}).json()
-    assert body["validation_failed"]
+    refused = api.post("/ingest", json={"events": [event("a"), bad]})
+    assert refused.status_code == 400
+    check(refused.json(), "RequestValidationError")
+    check(refused.json()["validation_errors"][0], "ValidationError")
+    body = api.post("/ingest", json={"events": [event("a")]}, params={"debug": "true"}).json()
+    assert body["validation_failed"] == []
     check(body, "IngestionResponse")
-    check(body["validation_failed"][0], "ValidationError")
 
 
 @pytest.mark.parametrize(

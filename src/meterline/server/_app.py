@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from meterline.server._backfill_api import backfill_routes, open_window
+from meterline.server._backfill_store import settle
+from meterline.server._backfills import VOLUME_PARAMS, limit_and_cursor, volume, volume_window
 from meterline.server._messages import Request, RequestRecord, Response
 from meterline.server._problem import Problem, bad_request
 from meterline.server._rules import (
@@ -33,6 +36,7 @@ from meterline.server._time import format_instant, parse_instant
 logger = logging.getLogger("meterline.server")
 
 _NO_PARAMS: frozenset[str] = frozenset()
+SEARCH_DEFAULT_US = 7 * 86400 * 1_000_000
 
 
 class _Trace:
@@ -137,6 +141,10 @@ class App:
             return {"POST": self._ingest}, frozenset({"backfill_id", "debug"})
         if rest == ["usage"]:
             return {"GET": self._usage}, frozenset({"start", "end", "customer"})
+        if rest[:2] == ["events", "backfills"]:
+            found = backfill_routes(rest[2:], self._store, self._now_us)
+            if found is not None:
+                return found
         if len(rest) in (2, 3) and rest[0] == "events" and rest[1]:
             event_id = unquote(rest[1])
             if len(rest) == 3 and rest[2] == "deprecate":
@@ -145,6 +153,9 @@ class App:
                 methods: dict[str, Endpoint] = {"PUT": lambda r, p, t: self._amend(r, event_id)}
                 if rest[1] == "search":
                     methods["POST"] = self._search
+                if rest[1] == "volume":  # GET only: PUT still amends an event named "volume"
+                    methods["GET"] = self._volume
+                    return methods, VOLUME_PARAMS
                 return methods, _NO_PARAMS
         raise Problem(404, "Not found", f"no endpoint at {path}; the API lives under /v1")
 
@@ -182,29 +193,25 @@ class App:
             raise fault
         unique = unique_events(events)
         now_us = self._now_us()
+        backfill_id = params.get("backfill_id") or None
+        window = None
+        if backfill_id is not None:
+            window = self._store().run(lambda db: open_window(db, backfill_id, now_us))
         valid: list[ValidEvent] = []
         failed: dict[str, list[str]] = {}
         for key, event in unique.items():
-            result = check_event(event, key, now_us, self._grace_us)
+            result = check_event(event, key, now_us, self._grace_us, window)
             if isinstance(result, list):
                 failed[key] = result
             else:
                 valid.append(result)
-        outcome = self._store().ingest(valid, list(failed), format_instant(now_us))
+        outcome = self._store().ingest(valid, list(failed), format_instant(now_us), backfill_id)
+        if outcome.refused:
+            raise _refused(unique, failed, outcome.deprecated, outcome.duplicate)
         if outcome.ingested:
             with self.changed:
                 self.changed.notify_all()
-        deprecated, duplicate = set(outcome.deprecated), set(outcome.duplicate)
-        validation_failed = []
-        for key in unique:
-            if key in deprecated:
-                errors = ["the event was deprecated and cannot be ingested again"]
-            elif key in failed and key not in duplicate:
-                errors = failed[key]
-            else:
-                continue
-            validation_failed.append({"idempotency_key": key, "validation_errors": errors})
-        body: dict[str, object] = {"validation_failed": validation_failed}
+        body: dict[str, object] = {"validation_failed": []}
         if debug:
             body["debug"] = {"duplicate": outcome.duplicate, "ingested": outcome.ingested}
         return body
@@ -233,6 +240,12 @@ class App:
 
     def _search(self, request: Request, params: dict[str, str], trace: _Trace) -> object:
         wanted, start, end = search_criteria(parse_json(request.read_body()))
+        now_us = self._now_us()
+        self._settle(now_us)
+        if end is None:  # Orb's default timeframe: the week up to now
+            end = now_us
+        if start is None:
+            start = end - SEARCH_DEFAULT_US
         found = self._store().find(wanted)
         data = []
         for event_id in wanted:
@@ -240,17 +253,56 @@ class App:
             if event is None:
                 continue
             ts_us = parse_instant(event["timestamp"], require_utc=True)
-            if (start is None or ts_us >= start) and (end is None or ts_us < end):
+            if start <= ts_us < end:
                 data.append(event)
         return {"data": data, "pagination_metadata": {"has_more": False, "next_cursor": None}}
 
+    def _volume(self, request: Request, params: dict[str, str], trace: _Trace) -> object:
+        now_us = self._now_us()
+        first, end = volume_window(params, now_us)
+        limit, after = limit_and_cursor(params)
+        self._settle(now_us)
+        return self._store().run(lambda db: volume(db, first, end, limit, after))
+
+    def _settle(self, now_us: int) -> None:
+        """Reflect the backfills whose close_time has passed, before counting anything."""
+        self._store().run(lambda db: settle(db, now_us))
+
     def _usage(self, request: Request, params: dict[str, str], trace: _Trace) -> object:
         start_us, end_us, customer = usage_query(params)
+        self._settle(self._now_us())
         return {
             "start": format_instant(start_us),
             "end": format_instant(end_us),
             "usage": self._store().usage(start_us, end_us, customer),
         }
+
+
+def _refused(
+    unique: dict[str, Any],
+    failed: dict[str, list[str]],
+    deprecated: list[str],
+    duplicate: list[str],
+) -> Problem:
+    """Orb's 400 for a batch with events that break a per-event rule, naming their keys.
+
+    A key already ingested (a duplicate) is not named even if it would fail now: Orb
+    de-duplicates first. Nothing in the batch was stored; the other events may be resent.
+    """
+    gone, seen = set(deprecated), set(duplicate)
+    entries: list[object] = []
+    for key in unique:
+        if key in gone:
+            errors = ["the event was deprecated and cannot be ingested again"]
+        elif key in failed and key not in seen:
+            errors = failed[key]
+        else:
+            continue
+        entries.append({"idempotency_key": key, "validation_errors": errors})
+    return bad_request(
+        f"{len(entries)} event(s) failed validation; nothing in this batch was ingested",
+        entries,
+    )
 
 
 def _params(query: str, allowed: frozenset[str]) -> dict[str, str]:

@@ -126,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self.command, self.path, headers, self._read_body)
         self._send(self.server.app.handle(request))
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_GET
 
     def _read_body(self) -> bytes:
         if self._body_read:

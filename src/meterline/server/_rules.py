@@ -3,7 +3,8 @@
 Two kinds of failure are kept apart, as Orb does. A request whose *shape* is wrong (not
 JSON, unknown keys, wrong types, nested properties) raises a 400 :class:`Problem` and nothing
 in it is stored. An event with the right shape that breaks a *per-event* rule (customer ids,
-timestamp bounds) is only listed in ``validation_failed``; the rest of its batch is stored.
+timestamp bounds) is named with its reasons in the 400 that refuses its batch: Orb's 200
+always has an empty ``validation_failed``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from meterline.server._backfill_store import Window
 from meterline.server._problem import bad_request
 from meterline.server._time import format_duration, format_instant, is_rfc3339_z, parse_instant
 
@@ -179,9 +181,17 @@ def canonical(event: dict[str, Any]) -> str:
 
 
 def check_event(
-    event: dict[str, Any], key: str, now_us: int | None, grace_us: int
+    event: dict[str, Any],
+    key: str,
+    now_us: int | None,
+    grace_us: int,
+    window: Window | None = None,
 ) -> ValidEvent | list[str]:
-    """Apply the per-event rules to a well-shaped event; ``now_us=None`` skips time bounds."""
+    """Apply the per-event rules to a well-shaped event; ``now_us=None`` skips time bounds.
+
+    In a backfill (``window``) the grace period gives way to the backfill's timeframe and
+    the event must belong to the backfill's customer, when it has one.
+    """
     errors: list[str] = []
     customer_id = event.get("customer_id")
     external_id = event.get("external_customer_id")
@@ -202,9 +212,14 @@ def check_event(
     else:
         if now_us is not None and ts_us > now_us + int(FUTURE_TOLERANCE_SECONDS * 1e6):
             errors.append("timestamp is more than 5 minutes in the future")
+        elif window is not None:
+            if not window.start_us <= ts_us < window.end_us:
+                errors.append("timestamp is outside the backfill's timeframe")
         elif now_us is not None and ts_us < now_us - grace_us:
             grace = format_duration(grace_us / 1e6)
             errors.append(f"timestamp is older than the grace period ({grace})")
+    if window is not None and not errors and not _in_scope(window, customer_id, external_id):
+        errors.append("the event's customer is not the backfill's customer")
     customer = customer_id if customer_id is not None else external_id
     if errors or customer is None:
         return errors
@@ -222,6 +237,12 @@ def check_event(
             encode_flat(event["properties"]),
         ),
     )
+
+
+def _in_scope(window: Window, customer_id: str | None, external_id: str | None) -> bool:
+    if window.customer_id is not None:
+        return customer_id == window.customer_id
+    return window.external_customer_id is None or external_id == window.external_customer_id
 
 
 def unique_events(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ import logging
 import sqlite3
 import threading
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CACHE_KIB = 64 * 1024  # the key index is hit at random; keep its pages in memory
 CHECKPOINT_INTERVAL = 0.25  # seconds between background WAL checkpoints
 AUTOCHECKPOINT_PAGES = 32768  # the writer's own fallback if the checkpointer falls behind
@@ -31,9 +31,28 @@ CREATE TABLE IF NOT EXISTS events (
     properties TEXT NOT NULL,
     version INTEGER NOT NULL DEFAULT 1,
     recorded_at TEXT NOT NULL,
-    deprecated_at TEXT
+    deprecated_at TEXT,
+    backfill_id TEXT,
+    replaced_by TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (ts_us);
+CREATE INDEX IF NOT EXISTS events_by_backfill ON events (backfill_id) WHERE backfill_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS backfills (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL,
+    close_us INTEGER NOT NULL,
+    closed_at TEXT,
+    reverted_at TEXT,
+    customer_id TEXT,
+    external_customer_id TEXT,
+    deprecation_filter TEXT,
+    replace_existing_events INTEGER NOT NULL,
+    events_ingested INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS event_versions (
     idempotency_key TEXT NOT NULL,
     customer TEXT NOT NULL,
@@ -50,6 +69,17 @@ CREATE TABLE IF NOT EXISTS event_versions (
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """
+# Version 1 had neither backfills nor the two columns that tie events to them.
+_FROM_V1 = (
+    "ALTER TABLE events ADD COLUMN backfill_id TEXT;"
+    " ALTER TABLE events ADD COLUMN replaced_by TEXT;"
+)
+# The events that count for billing, search and volume: not replaced by a closed backfill,
+# and either live or ingested in a backfill that was closed (reflected) and not reverted.
+COUNTED = (
+    "replaced_by IS NULL AND (backfill_id IS NULL OR backfill_id IN"
+    " (SELECT id FROM backfills WHERE status = 'reflected'))"
+)
 
 
 logger = logging.getLogger("meterline.server")
@@ -69,10 +99,12 @@ def connect(path: str) -> tuple[sqlite3.Connection, bool]:
         db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         db.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         found = db.execute("PRAGMA user_version").fetchone()[0]
-        if found not in (0, SCHEMA_VERSION):
+        if found not in (0, 1, SCHEMA_VERSION):
             raise sqlite3.DatabaseError(
                 f"{path}: schema version {found}, expected {SCHEMA_VERSION}"
             )
+        if found == 1:
+            db.executescript(_FROM_V1)
         db.executescript(SCHEMA)
     except sqlite3.Error:
         db.close()

@@ -3,7 +3,8 @@
 One connection and one lock serve every thread: a write holds the lock for a single
 transaction (one ``executemany`` per batch), which is what keeps duplicate detection exact.
 ``events`` holds the current version of each idempotency key; ``event_versions`` keeps every
-version an amendment replaced, so nothing ingested is ever overwritten or deleted.
+version an amendment replaced and every event a backfill's revert removed, so nothing
+ingested is ever overwritten or lost.
 """
 
 from __future__ import annotations
@@ -11,17 +12,27 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from meterline.server._problem import RESOURCE_NOT_FOUND, Problem
+from meterline.server._backfill_store import require_pending
+from meterline.server._problem import Problem
+from meterline.server._rows import (
+    LOOKUP_CHUNK,
+    SELECT_EVENTS,
+    as_event,
+    filtered,
+    known_keys,
+    not_found,
+    same_json,
+)
 from meterline.server._rules import ValidEvent
-from meterline.server._sqlite import EVENT_COLUMNS, Checkpointer, connect
+from meterline.server._sqlite import COUNTED, EVENT_COLUMNS, Checkpointer, connect
 from meterline.server._time import format_instant
 
-_LOOKUP_CHUNK = 500  # stays below SQLITE_MAX_VARIABLE_NUMBER on old SQLite builds
+_T = TypeVar("_T")
 
 
 class StoreClosedError(RuntimeError):
@@ -35,6 +46,11 @@ class IngestOutcome:
     ingested: list[str] = field(default_factory=list)
     duplicate: list[str] = field(default_factory=list)
     deprecated: list[str] = field(default_factory=list)
+    refused: bool = False  # nothing was stored: some key is invalid or deprecated
+
+
+class _Refused(Exception):
+    """Rolls back a batch that Orb would answer with a 400."""
 
 
 class Store:
@@ -73,31 +89,61 @@ class Store:
                 raise
             db.execute("COMMIT")
 
-    def ingest(
-        self, valid: Sequence[ValidEvent], invalid: Sequence[str], now: str
-    ) -> IngestOutcome:
-        """Insert the unknown keys of ``valid``; classify every key of both lists.
+    def run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one write transaction (backfills, volume)."""
+        with self._transaction() as db:
+            return work(db)
 
-        The insert skips keys already stored. Keys are looked up only when it stored fewer rows
-        than it was given or some events failed validation: rows that existed before have a
-        rowid no greater than the largest one before the insert (rows are never deleted).
+    def ingest(
+        self,
+        valid: Sequence[ValidEvent],
+        invalid: Sequence[str],
+        now: str,
+        backfill_id: str | None = None,
+    ) -> IngestOutcome:
+        """Insert the unknown keys of ``valid`` unless the batch is refused; classify every key.
+
+        A batch is refused (nothing stored, ``outcome.refused``) when a key of ``invalid`` was
+        never ingested or a key was deprecated: Orb answers such a batch with a 400. Keys are
+        looked up only when some events failed validation or the insert stored fewer rows than
+        it was given: rows that existed before have a rowid no greater than the largest one
+        before the insert (rows are only deleted by a revert, which never makes rowids smaller
+        than that). ``backfill_id`` must name a pending backfill (checked in the transaction).
         """
         outcome = IngestOutcome()
         keys = [e.idempotency_key for e in valid] + list(invalid)
         if not keys:
             return outcome
         known: dict[str, bool] = {}
-        with self._transaction() as db:
-            top = db.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
-            before = db.total_changes
-            db.executemany(
-                f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}, recorded_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*e, now) for e in valid],
-            )
-            if invalid or db.total_changes - before < len(valid):
-                known = _known_keys(db, keys, top)
-        outcome.ingested = [e.idempotency_key for e in valid if e.idempotency_key not in known]
+        try:
+            with self._transaction() as db:
+                if backfill_id is not None:
+                    require_pending(db, backfill_id)
+                top = db.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
+                if invalid:
+                    known = known_keys(db, keys, top)
+                    if any(known.values()) or any(k not in known for k in invalid):
+                        raise _Refused
+                before = db.total_changes
+                db.executemany(
+                    f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}, recorded_at, backfill_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*e, now, backfill_id) for e in valid],
+                )
+                stored = db.total_changes - before
+                if not invalid and stored < len(valid):
+                    known = known_keys(db, keys, top)
+                    if any(known.values()):
+                        raise _Refused
+                if backfill_id is not None:
+                    db.execute(
+                        "UPDATE backfills SET events_ingested = events_ingested + ? WHERE id = ?",
+                        (stored, backfill_id),
+                    )
+        except _Refused:
+            outcome.refused = True
+        if not outcome.refused:
+            outcome.ingested = [e.idempotency_key for e in valid if e.idempotency_key not in known]
         for key in keys:
             if key in known:
                 (outcome.deprecated if known[key] else outcome.duplicate).append(key)
@@ -112,7 +158,7 @@ class Store:
                 (event.idempotency_key,),
             ).fetchone()
             if row is None:
-                raise _not_found(event.idempotency_key)
+                raise not_found(event.idempotency_key)
             customer_id, external_id, name, ts_us, properties, deprecated_at = row
             errors = []
             if deprecated_at is not None:
@@ -123,7 +169,7 @@ class Store:
                 errors.append("the customer id must match the original event's, field and value")
             if errors:
                 raise Problem(400, "The amendment is not valid", "; ".join(errors), list(errors))
-            if name == event.event_name and _same_json(properties, event.properties):
+            if name == event.event_name and same_json(properties, event.properties):
                 return False
             db.execute(
                 f"INSERT INTO event_versions ({EVENT_COLUMNS}, version, recorded_at,"
@@ -147,33 +193,33 @@ class Store:
                 (now, key),
             )
             if cursor.rowcount == 0:
-                raise _not_found(key)
+                raise not_found(key)
 
     def find(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The current versions of ``keys`` (deprecated ones flagged), by key."""
         found: dict[str, dict[str, Any]] = {}
         with self._locked() as db:
-            for start in range(0, len(keys), _LOOKUP_CHUNK):
-                chunk = keys[start : start + _LOOKUP_CHUNK]
+            for start in range(0, len(keys), LOOKUP_CHUNK):
+                chunk = keys[start : start + LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    f"{_SELECT_EVENTS} WHERE idempotency_key IN ({marks})", chunk
+                    f"{SELECT_EVENTS} WHERE {COUNTED} AND idempotency_key IN ({marks})", chunk
                 ).fetchall()
-                found.update((row[0], _event(row)) for row in rows)
+                found.update((row[0], as_event(row)) for row in rows)
         return found
 
     def events(
         self, customer: str | None = None, *, include_deprecated: bool = False
     ) -> list[dict[str, Any]]:
         """Current versions in timestamp order, optionally for one customer."""
-        sql, args = _filtered(_SELECT_EVENTS, customer, include_deprecated)
+        sql, args = filtered(SELECT_EVENTS, customer, include_deprecated)
         with self._locked() as db:
             rows = db.execute(f"{sql} ORDER BY ts_us, idempotency_key", args).fetchall()
-        return [_event(row) for row in rows]
+        return [as_event(row) for row in rows]
 
     def count(self, customer: str | None = None, *, include_deprecated: bool = False) -> int:
         """How many events count for billing (live versions only, unless asked)."""
-        sql, args = _filtered("SELECT count(*) FROM events", customer, include_deprecated)
+        sql, args = filtered("SELECT count(*) FROM events", customer, include_deprecated)
         with self._locked() as db:
             return int(db.execute(sql, args).fetchone()[0])
 
@@ -192,11 +238,11 @@ class Store:
             ).fetchall()
         result = []
         for row in old:
-            item = _event((*row[:8], False))
+            item = as_event((*row[:8], False))
             item.update(version=row[8], recorded_at=row[9], status="amended", superseded_at=row[10])
             result.append(item)
         for row in current:
-            item = _event((*row[:8], row[10] is not None))
+            item = as_event((*row[:8], row[10] is not None))
             item.update(version=row[8], recorded_at=row[9], deprecated_at=row[10])
             item["status"] = "live" if row[10] is None else "deprecated"
             result.append(item)
@@ -206,7 +252,7 @@ class Store:
         """Count and numeric sums per customer and event name in ``[start, end)``."""
         sql = (
             "SELECT customer, event_name, properties FROM events"
-            " WHERE deprecated_at IS NULL AND ts_us >= ? AND ts_us < ?"
+            f" WHERE deprecated_at IS NULL AND {COUNTED} AND ts_us >= ? AND ts_us < ?"
         )
         args: list[object] = [start_us, end_us]
         if customer is not None:
@@ -225,66 +271,3 @@ class Store:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     sums[key] = sums.get(key, 0) + value
         return [groups[k] for k in sorted(groups)]
-
-
-_SELECT_EVENTS = (
-    "SELECT idempotency_key, customer, customer_id, external_customer_id, event_name,"
-    " timestamp, ts_us, properties, deprecated_at IS NOT NULL FROM events"
-)
-
-
-def _filtered(sql: str, customer: str | None, include_deprecated: bool) -> tuple[str, list[str]]:
-    clauses, args = [], []
-    if not include_deprecated:
-        clauses.append("deprecated_at IS NULL")
-    if customer is not None:
-        clauses.append("customer = ?")
-        args.append(customer)
-    return (f"{sql} WHERE {' AND '.join(clauses)}" if clauses else sql), args
-
-
-def _known_keys(db: sqlite3.Connection, keys: Sequence[str], top: int) -> dict[str, bool]:
-    """Map each key among ``keys`` stored with a rowid up to ``top`` to whether it is deprecated."""
-    known: dict[str, bool] = {}
-    for start in range(0, len(keys), _LOOKUP_CHUNK):
-        chunk = keys[start : start + _LOOKUP_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        rows = db.execute(
-            "SELECT idempotency_key, deprecated_at IS NOT NULL FROM events"
-            f" WHERE idempotency_key IN ({marks}) AND rowid <= ?",
-            [*chunk, top],
-        )
-        known.update((key, bool(deprecated)) for key, deprecated in rows)
-    return known
-
-
-def _event(row: Sequence[Any]) -> dict[str, Any]:
-    """An Orb ``Event`` resource from a row of ``_SELECT_EVENTS``."""
-    key, _customer, customer_id, external_id, name, timestamp, _ts, properties, dep = row
-    return {
-        "id": key,
-        "customer_id": customer_id,
-        "external_customer_id": external_id,
-        "event_name": name,
-        "properties": json.loads(properties),
-        "timestamp": timestamp,
-        "deprecated": bool(dep),
-    }
-
-
-def _same_json(a: str, b: str) -> bool:
-    """Equal JSON texts up to key order, telling 1, 1.0 and true apart."""
-
-    def norm(text: str) -> str:
-        return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
-
-    return norm(a) == norm(b)
-
-
-def _not_found(key: str) -> Problem:
-    return Problem(
-        404,
-        "Event not found",
-        f"no event with id {key!r} has been ingested",
-        type_=RESOURCE_NOT_FOUND,
-    )
