@@ -1,11 +1,14 @@
 """meterline: report billable usage without slowing requests, losing or double-counting events."""
 
-from ._client import Client, close, configure, flush, report
+from ._client import Client, Receipt, close, configure, flush, report
 from ._config import Config
 from ._errors import (
     ClientClosedError,
     ConfigError,
     DeliveryError,
+    DeliveryTimeoutError,
+    EndpointRefusedError,
+    EventRejectedError,
     InvalidEventError,
     JournalCorruptError,
     JournalError,
@@ -23,13 +26,17 @@ __all__ = [
     "Config",
     "ConfigError",
     "DeliveryError",
+    "DeliveryTimeoutError",
     "DropReport",
+    "EndpointRefusedError",
+    "EventRejectedError",
     "FlushResult",
     "InvalidEventError",
     "JournalCorruptError",
     "JournalError",
     "JournalFullError",
     "MeterlineError",
+    "Receipt",
     "ReplayResult",
     "Response",
     "Stats",

@@ -1,4 +1,11 @@
-"""The public ``Client``, the process-wide default client, and the exit hook."""
+"""The public ``Client``, the process-wide default client, and the exit hook.
+
+Why this module is long: ``Client`` is the public API, and each public method keeps its
+whole signature and docstring here, where ``help(Client)`` and a reader look for them; the
+work is elsewhere (``_pipeline`` for ``report()``, ``_send`` for ``send()``). ``report()``
+and ``send()`` each validate inline rather than through a shared helper, because one more
+call on ``report()``'s path is measurable in ``make bench``.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +23,14 @@ from ._config import Config
 from ._errors import ClientClosedError, ConfigError
 from ._event import Pending, validate
 from ._pipeline import Pipeline, close_all, open_pipelines
+from ._send import Receipt, Sender
 from ._stats import DropReport, FlushResult, ReplayResult, Stats
 from ._transport import HttpxTransport, Transport
 from .destinations import Destination
 from .destinations.orb import Orb
 from .journal import Journal, ready_count
 
-__all__ = ["Client", "close", "configure", "flush", "report"]
+__all__ = ["Client", "Receipt", "close", "configure", "flush", "report"]
 
 Properties = Mapping[str, str | int | float | bool]
 
@@ -100,6 +108,12 @@ class Client:
             on_drop=on_drop,
         )
         self._check_fork = pipeline.check_fork
+        self._sender = Sender(
+            config,
+            transport_factory=make_transport,
+            owns_transport=transport is None,
+            stopping=pipeline.retry_stop,
+        )
         self._submit = pipeline.submit
         # A client dropped without close() still delivers: its pipeline closes itself in
         # the background (threads end), or at the exit with every other open pipeline.
@@ -147,6 +161,61 @@ class Client:
         self._submit(event)
         return event[0]
 
+    def send(
+        self,
+        customer: str,
+        event_name: str,
+        properties: Properties | None = None,
+        *,
+        timestamp: datetime | str | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Receipt:
+        """Send one event now, outside the batch queue, and wait for the server's answer.
+
+        Validates like ``report()``; retries transient failures within ``timeout`` seconds
+        (default ``retry_deadline``). Returns a ``Receipt``, or raises ``EventRejectedError``
+        (the server's ``reasons``), ``DeliveryTimeoutError`` or ``EndpointRefusedError``;
+        on any raise the event is not journaled: the caller decides. Counted in ``stats()``
+        as ``sent_confirmed`` or ``send_failed``. ``ClientClosedError`` after ``close()``.
+        """
+        if self._pipeline.closed:
+            raise ClientClosedError("send() after close(); create a new Client")
+        self._check_fork()
+        event = validate(
+            customer,
+            event_name,
+            properties,
+            timestamp,
+            idempotency_key,
+            self._max_event_bytes,
+            self._measure,
+        )
+        if self._rules is not None:
+            self._rules(event)
+        return self._sender.send(event, timeout)
+
+    async def asend(
+        self,
+        customer: str,
+        event_name: str,
+        properties: Properties | None = None,
+        *,
+        timestamp: datetime | str | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Receipt:
+        """``send()`` in a worker thread, without blocking the event loop."""
+        return await asyncio.to_thread(
+            self.send,
+            customer,
+            event_name,
+            properties,
+            timestamp=timestamp,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+        )
+
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Send what is queued now and wait until it is delivered or journaled (at most
         ``timeout`` seconds). An older journal backlog is not waited for: see ``replay()``."""
@@ -156,7 +225,10 @@ class Client:
         """Stop accepting events; for at most ``timeout`` (default ``shutdown_timeout``)
         seconds send what is queued and, while the endpoint answers, the journal backlog;
         journal the rest and stop the threads. Idempotent."""
-        return self._pipeline.close(timeout)
+        try:
+            return self._pipeline.close(timeout)
+        finally:
+            self._sender.close()
 
     def replay(self, timeout: float | None = None) -> ReplayResult:
         """Replay the journal now and wait until nothing is left that this client may send,
@@ -179,6 +251,7 @@ class Client:
         data["reported"] = pipeline.reported()
         data["dropped"] = sum(data["dropped_by_reason"].values())
         data["queue_events"] = pipeline.unsettled()
+        data.update(self._sender.counts())  # send(): outside the reported/settled sum
         journal = pipeline.delivery.journal
         try:
             ready = journal.replayable() if journal is not None else None

@@ -6,13 +6,18 @@
      ├── InvalidEventError (also ValueError)   a caller bug in report(): raised at once
      ├── ConfigError (also ValueError)         a bad option or an unsafe journal dir
      ├── ClientClosedError (also RuntimeError) report() after close()
-     ├── DeliveryError                         only from explicit synchronous calls
+     ├── DeliveryError                         only from explicit synchronous calls (send())
+     │    ├── EventRejectedError               the server named the event invalid: ``reasons``
+     │    ├── DeliveryTimeoutError (TimeoutError) the budget was spent on transient failures
+     │    └── EndpointRefusedError             401/403/404, or an answer not the vendor's
      └── JournalError (also OSError)           only from explicit synchronous calls
           ├── JournalFullError                 journal_max_bytes or the free-space reserve reached
           ├── JournalCorruptError              a batch file failed its checks (moved to quarantine/)
           └── JournalForeignError              a batch written for another endpoint or credential
 
 ``report()`` raises only the first three; delivery and journal problems never reach it.
+A ``DeliveryError`` names the event (``idempotency_key``), the HTTP ``status`` when there was
+one and the number of ``attempts``; its message never holds the API key or a session token.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ __all__ = [
     "ClientClosedError",
     "ConfigError",
     "DeliveryError",
+    "DeliveryTimeoutError",
+    "EndpointRefusedError",
+    "EventRejectedError",
     "InvalidEventError",
     "JournalCorruptError",
     "JournalError",
@@ -52,7 +60,49 @@ class ClientClosedError(MeterlineError, RuntimeError):
 
 
 class DeliveryError(MeterlineError):
-    """An explicit synchronous send (a replay from the CLI, say) failed."""
+    """An explicit synchronous send (``send()``, a replay from the CLI) failed. Nothing was
+    journaled for it: the caller decides what to do with the event."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        idempotency_key: str | None = None,
+        status: int | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+        self.status = status
+        self.attempts = attempts
+
+
+class EventRejectedError(DeliveryError):
+    """The server named the event invalid; ``reasons`` holds what it said (sending it again
+    unchanged will not help)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reasons: list[str],
+        idempotency_key: str | None = None,
+        status: int | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, idempotency_key=idempotency_key, status=status, attempts=attempts)
+        self.reasons = list(reasons)
+
+
+class DeliveryTimeoutError(DeliveryError, TimeoutError):
+    """No confirmation within the budget (``timeout``, else ``retry_deadline``) or the
+    attempts: every answer was transient (429, 5xx, no answer), or the client closed. The
+    server may still hold the event: send it again with the same idempotency key."""
+
+
+class EndpointRefusedError(DeliveryError):
+    """The endpoint refused the request (401, 403, 404...) or answered with something that is
+    not the vendor's answer (an HTML page from a proxy): a configuration problem."""
 
 
 class JournalError(MeterlineError, OSError):

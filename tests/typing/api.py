@@ -50,6 +50,21 @@ async def use_async(client: meterline.Client) -> meterline.FlushResult:
     return await client.aclose()
 
 
+async def use_send(client: meterline.Client) -> str:
+    receipt: meterline.Receipt = client.send("cust_1", "credits_used", {"n": 1}, timeout=5.0)
+    try:
+        again = await client.asend(
+            "cust_1", "credits_used", idempotency_key=receipt.idempotency_key
+        )
+    except meterline.EventRejectedError as exc:
+        reasons: list[str] = exc.reasons
+        return "; ".join(reasons)
+    except (meterline.DeliveryTimeoutError, meterline.EndpointRefusedError) as exc:
+        status: int | None = exc.status
+        return f"{exc.idempotency_key} {status} {exc.attempts}"
+    return again.status
+
+
 def use_default() -> None:
     meterline.configure(api_key="k", base_url="http://127.0.0.1:8787/v1")
     meterline.report("cust_1", "api_call")
