@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from meterline._cli_backfill import add_backfill
 from meterline._cli_journal import add_journal
 from meterline._version import __version__
 from meterline.server import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_BODY_BYTES, parse_duration
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve(subparsers)
     add_journal(subparsers)
+    add_backfill(subparsers.choices["journal"])
     return parser
 
 

@@ -12,23 +12,28 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from meterline.server._backfill_api import backfill_routes, open_window
 from meterline.server._backfill_store import settle
 from meterline.server._backfills import VOLUME_PARAMS, limit_and_cursor, volume, volume_window
 from meterline.server._messages import Request, RequestRecord, Response
 from meterline.server._problem import Problem, bad_request
+from meterline.server._queries import (
+    flag,
+    query_params,
+    refused_batch,
+    search_criteria,
+    usage_query,
+)
 from meterline.server._rules import (
     AMEND_EVENT_KEYS,
     ValidEvent,
     check_event,
     ingest_events,
     parse_json,
-    search_criteria,
     shape_errors,
     unique_events,
-    usage_query,
 )
 from meterline.server._store import Store, StoreClosedError
 from meterline.server._time import format_instant, parse_instant
@@ -129,7 +134,7 @@ class App:
         if allowed_params is None:  # the health check: no key, no parameters
             return endpoint(request, {}, trace)
         self._authorize(request.headers.get("authorization", ""))
-        return endpoint(request, _params(query, allowed_params), trace)
+        return endpoint(request, query_params(query, allowed_params), trace)
 
     def _route(self, path: str) -> tuple[dict[str, Endpoint], frozenset[str] | None]:
         """The endpoints by method at ``path`` and the query parameters they accept."""
@@ -183,7 +188,7 @@ class App:
         return {"status": "ok"}
 
     def _ingest(self, request: Request, params: dict[str, str], trace: _Trace) -> object:
-        debug = _flag("debug", params.get("debug", "false"))
+        debug = flag("debug", params.get("debug", "false"))
         events = ingest_events(parse_json(request.read_body()))
         trace.events = len(events)
         trace.keys = tuple(event["idempotency_key"] for event in events)
@@ -207,7 +212,7 @@ class App:
                 valid.append(result)
         outcome = self._store().ingest(valid, list(failed), format_instant(now_us), backfill_id)
         if outcome.refused:
-            raise _refused(unique, failed, outcome.deprecated, outcome.duplicate)
+            raise refused_batch(unique, failed, outcome.deprecated, outcome.duplicate)
         if outcome.ingested:
             with self.changed:
                 self.changed.notify_all()
@@ -276,49 +281,3 @@ class App:
             "end": format_instant(end_us),
             "usage": self._store().usage(start_us, end_us, customer),
         }
-
-
-def _refused(
-    unique: dict[str, Any],
-    failed: dict[str, list[str]],
-    deprecated: list[str],
-    duplicate: list[str],
-) -> Problem:
-    """Orb's 400 for a batch with events that break a per-event rule, naming their keys.
-
-    A key already ingested (a duplicate) is not named even if it would fail now: Orb
-    de-duplicates first. Nothing in the batch was stored; the other events may be resent.
-    """
-    gone, seen = set(deprecated), set(duplicate)
-    entries: list[object] = []
-    for key in unique:
-        if key in gone:
-            errors = ["the event was deprecated and cannot be ingested again"]
-        elif key in failed and key not in seen:
-            errors = failed[key]
-        else:
-            continue
-        entries.append({"idempotency_key": key, "validation_errors": errors})
-    return bad_request(
-        f"{len(entries)} event(s) failed validation; nothing in this batch was ingested",
-        entries,
-    )
-
-
-def _params(query: str, allowed: frozenset[str]) -> dict[str, str]:
-    """Query parameters, refusing unknown and repeated names."""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    unknown = sorted({name for name, _ in pairs} - allowed)
-    if unknown:
-        raise bad_request(f"unknown query parameter(s): {', '.join(unknown)}")
-    params = dict(pairs)
-    if len(params) != len(pairs):
-        raise bad_request("a query parameter is repeated")
-    return params
-
-
-def _flag(name: str, value: str) -> bool:
-    lowered = value.lower()
-    if lowered not in ("true", "false"):
-        raise bad_request(f"`{name}` must be true or false")
-    return lowered == "true"

@@ -32,8 +32,6 @@ INGEST_EVENT_KEYS = frozenset(
     }
 )
 AMEND_EVENT_KEYS = INGEST_EVENT_KEYS - {"idempotency_key"}
-MAX_SEARCH_IDS = 500
-_SEARCH_KEYS = frozenset({"event_ids", "timeframe_start", "timeframe_end"})
 _SCALARS = (str, int, float)  # bool is an int; JSON null and containers are refused
 _SCALAR_TYPES = frozenset({str, int, float, bool})
 _OPTIONAL_ID_TYPES = frozenset({str, type(None)})
@@ -265,49 +263,3 @@ def unique_events(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             errors,
         )
     return unique
-
-
-def search_criteria(body: Any) -> tuple[list[str], int | None, int | None]:
-    """The distinct ids and the optional ``[start, end)`` of an ``EventSearchCriteria`` body."""
-    if not isinstance(body, dict):
-        raise bad_request("the body must be an object with `event_ids`")
-    errors: list[object] = [f"unknown field `{k}`" for k in sorted(body.keys() - _SEARCH_KEYS)]
-    ids = body.get("event_ids")
-    if not (
-        isinstance(ids, list)
-        and 1 <= len(ids) <= MAX_SEARCH_IDS
-        and all(isinstance(i, str) for i in ids)
-    ):
-        errors.append(f"`event_ids` must be an array of 1 to {MAX_SEARCH_IDS} strings")
-        ids = []
-    window: list[int | None] = []
-    for name in ("timeframe_start", "timeframe_end"):
-        value = body.get(name)
-        try:
-            window.append(None if value is None else parse_instant(value, require_utc=False))
-        except (ValueError, TypeError) as exc:
-            errors.append(f"`{name}` must be an ISO 8601 date-time with an offset: {exc}")
-    if errors:
-        raise bad_request("; ".join(str(e) for e in errors), errors)
-    return list(dict.fromkeys(ids)), window[0], window[1]
-
-
-def usage_query(params: dict[str, str]) -> tuple[int, int, str | None]:
-    """``start`` and ``end`` (microseconds) and the optional customer of a usage report."""
-    bounds = []
-    for name in ("start", "end"):
-        if name not in params:
-            raise bad_request(f"the query parameter `{name}` is required")
-        # An unencoded "+01:00" arrives as " 01:00"; no valid instant contains a space.
-        text = params[name].replace(" ", "+")
-        try:
-            bounds.append(parse_instant(text, require_utc=False))
-        except ValueError as exc:
-            raise bad_request(f"`{name}` {exc}") from None
-    start_us, end_us = bounds
-    if start_us > end_us:
-        raise bad_request("`start` must not be later than `end`")
-    customer = params.get("customer")
-    if customer == "":
-        raise bad_request("`customer` must not be empty when given")
-    return start_us, end_us, customer
