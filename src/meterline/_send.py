@@ -205,9 +205,10 @@ class Sender:
         )
 
     def _transport_now(self) -> Transport:
+        if self._pid != os.getpid():  # a forked child: not the parent's sockets, nor its lock
+            self._lock = threading.Lock()  # (a parent's thread may have held it at the fork)
+            self._pid, self._transport = os.getpid(), None
         with self._lock:
-            if self._pid != os.getpid():  # a forked child: never use the parent's sockets
-                self._pid, self._transport = os.getpid(), None
             if self._transport is None:
                 self._transport = self._factory()
             return self._transport

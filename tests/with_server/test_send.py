@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -303,3 +304,23 @@ def test_a_given_transport_is_used_for_send(journal_dir):
         receipt = client.send("cust_1", "credits_used", idempotency_key="k-rec")
         assert receipt.status == "delivered"
         assert [e["idempotency_key"] for e in transport.events] == ["k-rec"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_sends_on_a_connection_of_its_own(server, make_client):
+    """After a fork, send() in the child opens its own connection (never the parent's socket)
+    and is confirmed; the parent's next send() still works."""
+    client = make_client()
+    client.send("cust_1", "credits_used", idempotency_key="k-parent-1")
+    pid = os.fork()
+    if pid == 0:  # the child: one confirmed send, its outcome as the exit status
+        code = 1
+        try:
+            receipt = client.send("cust_1", "credits_used", idempotency_key="k-child", timeout=5)
+            code = 0 if receipt.status == "delivered" else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    client.send("cust_1", "credits_used", idempotency_key="k-parent-2")
+    assert server.keys() == {"k-parent-1", "k-child", "k-parent-2"}
