@@ -32,7 +32,9 @@ class Stats(Mapping[str, Any]):
     or ``dropped`` (with a reason in ``dropped_by_reason``), or is still counted in
     ``queue_events``. ``replayed``, ``expired`` and ``rejected_on_replay`` count what became
     of journaled batches (this process's or an earlier one's), so they are not part of that
-    sum.
+    sum. ``sent_confirmed`` and ``send_failed`` count ``send()``/``asend()`` calls (a receipt
+    returned, an exception raised): those events never enter the queue, so they are not part
+    of ``reported`` or ``sent``.
     """
 
     __slots__ = ("_data",)
