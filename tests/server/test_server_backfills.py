@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -126,3 +128,38 @@ def test_head_options_and_trace_are_405_with_allow(api: httpx.Client) -> None:
     for method in ("HEAD", "OPTIONS", "TRACE"):
         response = api.request(method, "/events/backfills")
         assert (response.status_code, response.headers["Allow"]) == (405, "GET, POST")
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A database written before backfills gains their table and columns, keeping its events."""
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+        db.execute(
+            "INSERT INTO events VALUES ('k', 'c', NULL, 'c', 'e', '2026-05-01T11:00:00Z',"
+            " 1777633200000000, '{}', 1, '2026-05-01T11:00:00Z', NULL)"
+        )
+    db.close()
+    with ReferenceServer(db=path) as server:
+        assert server.event_count() == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+
+
+V1_SCHEMA = """
+CREATE TABLE events (
+    idempotency_key TEXT PRIMARY KEY, customer TEXT NOT NULL, customer_id TEXT,
+    external_customer_id TEXT, event_name TEXT NOT NULL, timestamp TEXT NOT NULL,
+    ts_us INTEGER NOT NULL, properties TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1,
+    recorded_at TEXT NOT NULL, deprecated_at TEXT
+);
+CREATE TABLE event_versions (
+    idempotency_key TEXT NOT NULL, customer TEXT NOT NULL, customer_id TEXT,
+    external_customer_id TEXT, event_name TEXT NOT NULL, timestamp TEXT NOT NULL,
+    ts_us INTEGER NOT NULL, properties TEXT NOT NULL, version INTEGER NOT NULL,
+    recorded_at TEXT NOT NULL, superseded_at TEXT NOT NULL,
+    PRIMARY KEY (idempotency_key, version)
+);
+PRAGMA user_version = 1;
+"""

@@ -20,9 +20,16 @@ from referencing.jsonschema import DRAFT202012
 
 from meterline.server import ReferenceServer
 from tests.server.helpers import event, stamp
+from tests.support.prism import SPEC_DIRS
 
 HERE = Path(__file__).parent
-FULL_SPEC = Path(os.environ.get("ORB_OPENAPI_SPEC", "/work/shared/ingest-specs/orb-openapi.json"))
+FULL_SPEC = Path(
+    os.environ.get("ORB_OPENAPI_SPEC")
+    or next(
+        (d / "orb-openapi.json" for d in SPEC_DIRS if (d / "orb-openapi.json").is_file()),
+        HERE / "orb_schemas.json",
+    )
+)
 DOC_URI = "urn:orb-openapi"
 _ANNOTATIONS = ("description", "examples", "title", "x-stainless-renameMap")
 
@@ -125,6 +132,23 @@ def _strip(schema: Any) -> Any:
 
 
 @pytest.mark.skipif(not FULL_SPEC.is_file(), reason="the full Orb OpenAPI document is absent")
+def test_backfill_and_volume_bodies_match_their_schemas(api: httpx.Client) -> None:
+    """Backfill, Backfills and EventVolumes bodies match Orb's schemas, before and after close."""
+    new = {"timeframe_start": stamp(-48 * 3600), "timeframe_end": stamp(-24 * 3600)}
+    check(new, "NewBackfill")
+    created = api.post("/events/backfills", json=new).json()
+    check(created, "Backfill")
+    old = event("old", timestamp=stamp(-30 * 3600))
+    api.post("/ingest", params={"backfill_id": created["id"]}, json={"events": [old]})
+    check(api.post(f"/events/backfills/{created['id']}/close").json(), "Backfill")
+    check(api.get("/events/backfills").json(), "Backfills")
+    check(api.post(f"/events/backfills/{created['id']}/revert").json(), "Backfill")
+    api.post("/ingest", json={"events": [event("a")]})
+    volume = api.get("/events/volume", params={"timeframe_start": stamp(-3600)}).json()
+    assert volume["data"]
+    check(volume, "EventVolumes")
+
+
 def test_vendored_schemas_match_the_full_document() -> None:
     """orb_schemas.json is exactly the full document's schemas minus annotations."""
     vendored = json.loads((HERE / "orb_schemas.json").read_text())["components"]["schemas"]
