@@ -389,26 +389,37 @@ def test_gzip_bodies_are_accepted(api: httpx.Client, reference: ReferenceServer)
 
 @pytest.mark.parametrize(
     ("encoding", "body", "status"),
-    [("gzip", b"not gzip", 400), ("gzip", gzip.compress(b"{}")[:-8], 400), ("br", b"{}", 415)],
+    [("gzip", b"not gzip", 400), ("gzip", gzip.compress(b"{}")[:-8], 400), ("br", b"{}", 400)],
     ids=["corrupt", "truncated", "unsupported"],
 )
 def test_bad_encodings_are_refused(
     api: httpx.Client, encoding: str, body: bytes, status: int
 ) -> None:
-    """A corrupt or truncated gzip body answers 400; an unknown encoding answers 415."""
+    """A corrupt or truncated gzip body, or an unknown encoding, answers a documented 400."""
     response = api.post("/ingest", content=body, headers={"Content-Encoding": encoding})
     assert response.status_code == status
     assert response.json()["status"] == status
 
 
-def test_chunked_bodies_answer_411(reference: ReferenceServer) -> None:
-    """A body without Content-Length (chunked) answers 411 instead of hanging."""
+def test_chunked_bodies_are_read(api: httpx.Client, reference: ReferenceServer) -> None:
+    """A chunked body (no Content-Length) is read like any other, on a connection kept open."""
+    body = json.dumps({"events": [event("a"), event("b")]}).encode()
+    chunks = iter([body[:10], body[10:]])
+    response = api.post("/ingest", content=chunks)
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 200
+    assert reference.event_count() == 2
+    assert api.post("/ingest", json={"events": [event("c")]}).status_code == 200
+
+
+def test_a_chunked_body_over_the_limit_is_413(reference: ReferenceServer) -> None:
+    """A chunked body larger than max_body_bytes answers 413 and closes the connection."""
     with socket.create_connection(("127.0.0.1", reference.port), timeout=5) as sock:
         sock.sendall(
             b"POST /v1/ingest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + f"{6 * 1024 * 1024:x}".encode() + b"\r\n"
         )
-        assert sock.recv(200).startswith(b"HTTP/1.1 411")
+        assert sock.recv(200).startswith(b"HTTP/1.1 413")
 
 
 # -- routing, errors, test helpers --------------------------------------------------------------

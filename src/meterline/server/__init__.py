@@ -8,9 +8,11 @@ imports it. Run it with ``meterline serve`` or use it from Python::
     with ReferenceServer(api_keys=["test-key"]) as server:
         ...  # point a client at server.url, then check server.event_count()
 
-Endpoints under ``/v1``: ``POST /ingest`` (Orb's rules, ``?debug=true``),
+Endpoints under ``/v1``: ``POST /ingest`` (Orb's rules, ``?debug=true``, ``?backfill_id=``),
 ``PUT /events/{id}`` (amend), ``PUT /events/{id}/deprecate``, ``POST /events/search``,
-``GET /usage?start=&end=[&customer=]`` and ``GET /health``.
+``GET /events/volume``, ``GET|POST /events/backfills``, ``GET /events/backfills/{id}``,
+``POST /events/backfills/{id}/close|revert``, ``GET /usage?start=&end=[&customer=]`` and
+``GET /health``.
 """
 
 from __future__ import annotations

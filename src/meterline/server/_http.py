@@ -132,9 +132,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self._body_read:
             raise RuntimeError("the body was already read")
         self._body_read = True
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            raise Problem(411, "Length required", "send the body with a Content-Length header")
+        limit = self.server.max_body_bytes
+        transfer = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+        if transfer:
+            if transfer != "chunked":
+                self.close_connection = True
+                raise bad_request(f"Transfer-Encoding {transfer!r} is not supported; use chunked")
+            return self._decoded(self._read_chunked(limit), limit)
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -142,7 +146,6 @@ class _Handler(BaseHTTPRequestHandler):
         if length < 0:
             self.close_connection = True
             raise bad_request("Content-Length is not a valid length")
-        limit = self.server.max_body_bytes
         if length > limit:
             self.close_connection = True
             raise _too_large(limit)
@@ -150,12 +153,39 @@ class _Handler(BaseHTTPRequestHandler):
         if len(raw) < length:
             self.close_connection = True
             raise bad_request("the body is shorter than its Content-Length")
+        return self._decoded(raw, limit)
+
+    def _decoded(self, raw: bytes, limit: int) -> bytes:
+        """The body after its Content-Encoding (identity or gzip; others are a 400)."""
         encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding == "gzip":
             return _gunzip(raw, limit)
         if encoding != "identity":
-            raise Problem(415, "Unsupported encoding", f"Content-Encoding {encoding!r}")
+            raise bad_request(f"Content-Encoding {encoding!r} is not supported; use gzip")
         return raw
+
+    def _read_chunked(self, limit: int) -> bytes:
+        """A chunked body, refusing one larger than ``limit``; trailers are skipped."""
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(1026)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise bad_request("the chunked body is malformed") from None
+            if size < 0 or len(body) + size > limit:
+                self.close_connection = True
+                raise _too_large(limit)
+            if size == 0:
+                while self.rfile.readline(1026) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
+                return bytes(body)
+            chunk = self.rfile.read(size + 2)
+            if len(chunk) < size + 2:
+                self.close_connection = True
+                raise bad_request("the chunked body ended early")
+            body += chunk[:size]
 
     def _send(self, response: Response) -> None:
         payload = json.dumps(response.body, separators=(",", ":")).encode()
