@@ -64,8 +64,8 @@ def test_a_backfill_closes_itself_at_its_close_time(
     old = event("old", timestamp=stamp(-30 * HOUR))
     assert api.post(f"/ingest?backfill_id={bf}", json={"events": [old]}).status_code == 200
     clock.now += 86400
-    assert api.get(f"/events/backfills/{bf}").json()["status"] == "reflected"
     assert reference.event_count() == 1
+    assert api.get(f"/events/backfills/{bf}").json()["status"] == "reflected"
     late = api.post(f"/ingest?backfill_id={bf}", json={"events": [event("late")]})
     assert late.status_code == 409
     assert api.post(f"/events/backfills/{bf}/close").status_code == 409

@@ -269,6 +269,10 @@ class App:
         self._settle(now_us)
         return self._store().run(lambda db: volume(db, first, end, limit, after))
 
+    def settle(self) -> None:
+        """Reflect the backfills whose close_time has passed by the server's clock."""
+        self._settle(self._now_us())
+
     def _settle(self, now_us: int) -> None:
         """Reflect the backfills whose close_time has passed, before counting anything."""
         self._store().run(lambda db: settle(db, now_us))

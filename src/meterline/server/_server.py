@@ -144,14 +144,20 @@ class ReferenceServer:
         return store
 
     def event_count(self, customer: str | None = None) -> int:
-        """How many events count for billing (live, not deprecated), optionally per customer."""
-        return self._store().count(customer)
+        """How many events count for billing (live, not deprecated), optionally per customer.
+
+        Events of a backfill count once it is closed, by a call or at its ``close_time``."""
+        store = self._store()
+        self._app.settle()
+        return store.count(customer)
 
     def events(
         self, customer: str | None = None, *, include_deprecated: bool = False
     ) -> list[dict[str, Any]]:
         """Current versions as Orb ``Event`` objects (``id`` is the idempotency key)."""
-        return self._store().events(customer, include_deprecated=include_deprecated)
+        store = self._store()
+        self._app.settle()
+        return store.events(customer, include_deprecated=include_deprecated)
 
     def versions(self, event_id: str) -> list[dict[str, Any]]:
         """The audit trail of one event, oldest first, each with ``version`` and ``status``."""
