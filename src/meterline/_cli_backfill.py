@@ -120,9 +120,17 @@ def _load(config: Config) -> tuple[list[_File], int]:
         if fmt.is_foreign(batch.header, fingerprint):
             aside += 1
             continue
-        docs = [orjson.loads(event) for event in batch.events]
-        stamps = [_parse(doc["timestamp"]) for doc in docs]
-        files.append(_File(path, batch.events, [doc[key_field] for doc in docs], stamps))
+        try:
+            docs = [orjson.loads(event) for event in batch.events]
+            stamps = [_parse(doc["timestamp"]) for doc in docs]
+            keys = [str(doc[key_field]) for doc in docs]
+        except (KeyError, TypeError, ValueError) as exc:  # not events of Orb's shape
+            print(
+                f"skipped     {name}: an event has no readable timestamp ({exc})", file=sys.stderr
+            )
+            aside += 1
+            continue
+        files.append(_File(path, batch.events, keys, stamps))
     return files, aside
 
 
