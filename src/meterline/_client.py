@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -181,6 +182,7 @@ class Client:
         """
         if self._pipeline.closed:
             raise ClientClosedError("send() after close(); create a new Client")
+        _check_timeout(timeout)
         self._check_fork()
         event = validate(
             customer,
@@ -205,16 +207,24 @@ class Client:
         idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> Receipt:
-        """``send()`` in a worker thread, without blocking the event loop."""
-        return await asyncio.to_thread(
-            self.send,
-            customer,
-            event_name,
-            properties,
-            timestamp=timestamp,
-            idempotency_key=idempotency_key,
-            timeout=timeout,
-        )
+        """``send()`` in a worker thread, without blocking the event loop; ``timeout`` counts
+        from this call, time spent waiting for a free worker thread included."""
+        _check_timeout(timeout)
+        budget = self._config.retry_deadline if timeout is None else float(timeout)
+        start = time.monotonic()
+
+        def run() -> Receipt:
+            left = budget - (time.monotonic() - start)
+            return self.send(
+                customer,
+                event_name,
+                properties,
+                timestamp=timestamp,
+                idempotency_key=idempotency_key,
+                timeout=max(left, 1e-3),
+            )
+
+        return await asyncio.to_thread(run)
 
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Send what is queued now and wait until it is delivered or journaled (at most
@@ -280,6 +290,13 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _check_timeout(timeout: object) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):  # NaN is not > 0 either
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
 
 
 # -- the process-wide default client -------------------------------------------------------

@@ -50,6 +50,9 @@ class InvalidEventError(MeterlineError, ValueError):
         self.rule = rule
         super().__init__(f"{field}: {rule}")
 
+    def __reduce__(self) -> tuple[object, ...]:  # picklable: a process pool sends it back
+        return (type(self), (self.field, self.rule))
+
 
 class ConfigError(MeterlineError, ValueError):
     """An option is unknown or invalid, or the journal directory is unsafe."""
@@ -76,6 +79,9 @@ class DeliveryError(MeterlineError):
         self.status = status
         self.attempts = attempts
 
+    def __reduce__(self) -> tuple[object, ...]:  # keyword-only fields: pickle them as state
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+
 
 class EventRejectedError(DeliveryError):
     """The server named the event invalid; ``reasons`` holds what it said (sending it again
@@ -85,19 +91,22 @@ class EventRejectedError(DeliveryError):
         self,
         message: str,
         *,
-        reasons: list[str],
+        reasons: list[str] | None = None,
         idempotency_key: str | None = None,
         status: int | None = None,
         attempts: int = 0,
     ) -> None:
         super().__init__(message, idempotency_key=idempotency_key, status=status, attempts=attempts)
-        self.reasons = list(reasons)
+        self.reasons = list(reasons or [])
 
 
 class DeliveryTimeoutError(DeliveryError, TimeoutError):
     """No confirmation within the budget (``timeout``, else ``retry_deadline``) or the
     attempts: every answer was transient (429, 5xx, no answer), or the client closed. The
-    server may still hold the event: send it again with the same idempotency key."""
+    server may still hold the event: send it again with the same idempotency key.
+    ``retry_after`` is the server's last ``Retry-After`` in seconds, when it gave one."""
+
+    retry_after: float | None = None
 
 
 class EndpointRefusedError(DeliveryError):
@@ -120,3 +129,11 @@ class JournalCorruptError(JournalError):
 class JournalForeignError(JournalError):
     """A batch file was written for another destination, endpoint or credential; it is left
     in place for the client it belongs to and never sent with this one's credential."""
+
+
+def _rebuild(cls: type[DeliveryError], message: str, state: dict[str, object]) -> DeliveryError:
+    """A ``DeliveryError`` subclass from its pickled message and attributes."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error

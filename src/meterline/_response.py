@@ -29,7 +29,7 @@ class Response:
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
+    body: bytes = field(default=b"", repr=False)  # a server may echo a credential in it
 
     def json(self) -> object:
         """The body decoded as JSON, or ``None`` when it is not JSON."""

@@ -88,13 +88,17 @@ class Sender:
         self._owns = owns_transport
         self._stopping = stopping
         self._clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant: a send() from a signal handler that interrupted this thread inside
+        # counts() or _count() must not wait on itself.
+        self._lock = threading.RLock()
         self._transport: Transport | None = None
         self._pid = os.getpid()
         self._counts = {"sent_confirmed": 0, "send_failed": 0}
 
     def counts(self) -> dict[str, int]:
         """``sent_confirmed`` (receipts returned) and ``send_failed`` (``DeliveryError`` raised)."""
+        if self._pid != os.getpid():
+            return {name: 0 for name in self._counts}  # a forked child has sent nothing yet
         with self._lock:
             return dict(self._counts)
 
@@ -144,19 +148,24 @@ class Sender:
             attempts += 1
             return self._attempt(transport, key, body, left, attempts)
 
+        asked: float | None = None
         try:
             return retrying(attempt)
         except RetryableError as exc:
-            why = exc.reason
+            why, asked = exc.reason, exc.delay
+            if asked is not None and asked > end - self._clock():
+                why += f" (the server asked to wait {asked:g} s, more than the time left)"
         except _Spent:
             why = "no time left"
         if self._stopping.is_set():
             why = f"the client closed ({why})"
-        raise DeliveryTimeoutError(
+        error = DeliveryTimeoutError(
             f"event {key} not confirmed after {attempts} attempt(s) within {budget:g} s: {why}",
             idempotency_key=key,
             attempts=attempts,
         )
+        error.retry_after = asked  # the server's last Retry-After, if it gave one
+        raise error
 
     def _attempt(
         self, transport: Transport, key: str, body: bytes, left: float, attempts: int
@@ -167,23 +176,28 @@ class Sender:
             if type(status) is not int:
                 raise TypeError(f"the transport's answer has a status of type {type(status)}")
             answer = self._destination.read(response, [key])
+            del response  # its body may quote a credential: not in the frame an error records
         except TransportError as exc:
             raise RetryableError(self._clean(str(exc), transport)) from None
         except Exception as exc:  # noqa: BLE001 - a transport's or a reader's bug is transient
             raise RetryableError(self._clean(f"{type(exc).__name__}: {exc}", transport)) from None
+        # Everything read from the answer is cleaned here, and the answer let go: a frame an
+        # error tracker records must hold no credential a server echoed.
         detail = self._clean(answer.detail or f"HTTP {status}", transport)[:300]
-        kind = answer.kind
-        if kind == ACCEPTED and key not in answer.rejected:
+        kind, delay, mentioned = answer.kind, answer.delay, key in answer.rejected
+        named = answer.rejected.get(key)
+        why_named = None if named is None else [self._clean(r, transport) for r in reasons(named)]
+        del answer, named
+        if kind == ACCEPTED and not mentioned:
             duplicate = not 200 <= status < 300
             return Receipt(key, "duplicate" if duplicate else "delivered", attempts)
         if kind == RETRY:
-            raise RetryableError(detail, answer.delay)
+            raise RetryableError(detail, delay)
         if kind in (ACCEPTED, INVALID, INVALID_BATCH, TOO_LARGE):
-            named = answer.rejected.get(key)
             if kind == TOO_LARGE:
                 why = ["413: event too large for the server"]
-            elif named is not None:
-                why = [self._clean(r, transport) for r in reasons(named)]
+            elif why_named is not None:
+                why = why_named
             else:
                 why = [detail]
             raise EventRejectedError(
@@ -206,8 +220,9 @@ class Sender:
 
     def _transport_now(self) -> Transport:
         if self._pid != os.getpid():  # a forked child: not the parent's sockets, nor its lock
-            self._lock = threading.Lock()  # (a parent's thread may have held it at the fork)
+            self._lock = threading.RLock()  # (a parent's thread may have held it at the fork)
             self._pid, self._transport = os.getpid(), None
+            self._counts = dict.fromkeys(self._counts, 0)
         with self._lock:
             if self._transport is None:
                 self._transport = self._factory()

@@ -224,10 +224,13 @@ class HttpxTransport:
         self, bound: float, *, renew: bool, stale: SessionGrant | None = None
     ) -> SessionGrant | Response:
         """The session to send with: the one held, unless it is near its end (or ``renew``
-        and it is still ``stale``); else a new one. A refusal (401/403) is returned as the
-        answer; any other failure raises ``_SessionFailed`` (transient)."""
+        and it is still ``stale``); else a new one. A refusal (401/403, or 404/405: a wrong
+        base_url) is returned as the answer; any other failure raises ``_SessionFailed``
+        (transient), as does waiting longer than ``bound`` for another send's session."""
         assert self._session is not None
-        with self._session_lock:
+        if not self._session_lock.acquire(timeout=max(0.0, bound)):
+            raise _SessionFailed(f"another send was opening a session for more than {bound:g} s")
+        try:
             grant = self._grant
             fresh = grant is not None and self._clock() < grant.expires_at - SESSION_MARGIN
             if fresh and not (renew and grant is stale):
@@ -236,7 +239,7 @@ class HttpxTransport:
             self._grant, previous = None, grant
             url, body, headers = self._session.request(self._api_key)
             answer = self._post(url, body, headers, bound)
-            if answer.status in (401, 403):
+            if answer.status in (401, 403, 404, 405):  # a wrong key or base_url: refused
                 return answer
             if not 200 <= answer.status < 300:
                 raise _SessionFailed(f"the session request was answered HTTP {answer.status}")
@@ -252,10 +255,14 @@ class HttpxTransport:
             # The key's, the replaced session's (answers still in flight) and the new one's:
             # not every token ever granted, which would grow for as long as the process runs.
             old = previous.headers.items() if previous is not None else ()
-            held = {*self._key_secrets, *_credentials(old), *_credentials(grant.headers.items())}
+            new = _credentials(grant.headers.items())
+            held = {*self._key_secrets, *_credentials(old), *new}
             self._secrets = sorted(held, key=len, reverse=True)
             self._grant = grant
             return grant
+
+        finally:
+            self._session_lock.release()
 
     def _post(
         self, url: str, body: bytes, headers: Mapping[str, str] | None, bound: float
@@ -273,8 +280,7 @@ class HttpxTransport:
             answer.close()  # an unread rest closes the connection instead of being drained
         names = {k.lower(): v for k, v in answer.headers.items()}
         content = decode(raw, names.get("content-encoding", ""))
-        if self._session is not None:
-            content = self._scrub(content)
+        content = self._scrub(content)
         return Response(answer.status_code, names, content)
 
     @property

@@ -204,12 +204,14 @@ def problem_detail(response: Response) -> str:
             detail = error.get("message") or error.get("code") or ""
         elif not detail and isinstance(error, str):
             detail = error
-    text = str(detail)[:300]
+    # Not cut here: a cut before the key or a token is redacted could leave part of it;
+    # the delivery and send() redact, then cut.
+    text = str(detail)
     return f"HTTP {response.status}" + (f": {text}" if text else "")
 
 
 def _foreign(response: Response) -> str:
-    kind = response.headers.get("content-type", "no content type").split(";")[0][:80]
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
     return f"HTTP {response.status} ({kind}) is not an ingest answer"
 
 
