@@ -86,6 +86,11 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="N",
         help="answer 413 above this request size, after gzip (default: %(default)s)",
     )
+    parser.add_argument(
+        "--plans",
+        metavar="FILE",
+        help="entitlements for GET /v1/entitlements/CUSTOMER/FEATURE (TOML, or .json)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     parser.set_defaults(handler=_cmd_serve)
 
@@ -101,6 +106,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         max_body_bytes=args.max_body_bytes,
         verbose=args.verbose,
+        plans=args.plans,
     )
 
 

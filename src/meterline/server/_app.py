@@ -17,7 +17,9 @@ from urllib.parse import unquote
 from meterline.server._backfill_api import backfill_routes, open_window
 from meterline.server._backfill_store import settle
 from meterline.server._backfills import VOLUME_PARAMS, limit_and_cursor, volume, volume_window
+from meterline.server._entitlements import entitlement_routes
 from meterline.server._messages import Request, RequestRecord, Response
+from meterline.server._plans import Plans
 from meterline.server._problem import Problem, bad_request
 from meterline.server._queries import (
     flag,
@@ -67,6 +69,7 @@ class App:
         self._grace_us = round(grace_period * 1e6)
         self._clock = clock
         self.store: Store | None = None
+        self.plans: Plans | None = None  # the entitlements of `meterline serve --plans`
         self.changed = threading.Condition()
         self._log: deque[RequestRecord] = deque(maxlen=request_log_size)
         self._faults: deque[Problem] = deque()
@@ -148,6 +151,10 @@ class App:
             return {"GET": self._usage}, frozenset({"start", "end", "customer"})
         if rest[:2] == ["events", "backfills"]:
             found = backfill_routes(rest[2:], self._store, self._now_us)
+            if found is not None:
+                return found
+        if rest[:1] == ["entitlements"]:
+            found = entitlement_routes(rest[1:], self.plans, self._store, self._now_us)
             if found is not None:
                 return found
         if len(rest) in (2, 3) and rest[0] == "events" and rest[1]:

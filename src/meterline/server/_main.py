@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any, TextIO
 
+from meterline.server._plans import PlansError
 from meterline.server._server import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HOST,
@@ -40,11 +41,13 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     verbose: bool = False,
     stdout: TextIO | None = None,
+    plans: str | None = None,
 ) -> int:
     """Serve until SIGINT/SIGTERM, then close the database; returns the exit code.
 
     Prints :data:`READY_LINE` to ``stdout`` once listening. Logs go to stderr: warnings
-    only, or one line per request with ``verbose``. API keys are never logged.
+    only, or one line per request with ``verbose``. API keys are never logged. ``plans``
+    names a plans file for the entitlements endpoint (see ``meterline.server._plans``).
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("meterline serve: %(levelname)s: %(message)s"))
@@ -52,7 +55,7 @@ def serve(
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
     try:
-        return _run(host, port, db, tuple(api_keys), grace_period, max_body_bytes, stdout)
+        return _run(host, port, db, tuple(api_keys), grace_period, max_body_bytes, stdout, plans)
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
@@ -67,18 +70,24 @@ def _run(
     grace_period: float | str,
     max_body_bytes: int,
     stdout: TextIO | None,
+    plans: str | None = None,
 ) -> int:
     if not api_keys:
         logger.warning("no --api-key given: every bearer token is accepted")
-    server = ReferenceServer(
-        host,
-        port,
-        db,
-        api_keys,
-        grace_period,
-        max_body_bytes=max_body_bytes,
-        request_log_size=0,
-    )
+    try:
+        server = ReferenceServer(
+            host,
+            port,
+            db,
+            api_keys,
+            grace_period,
+            max_body_bytes=max_body_bytes,
+            request_log_size=0,
+            plans=plans,
+        )
+    except PlansError as exc:
+        logger.error("%s", exc)
+        return 1
     try:
         server.start()
     except OSError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from meterline.server._app import App
 from meterline.server._http import HttpServer
 from meterline.server._messages import RequestRecord
+from meterline.server._plans import Plans, load_plans, parse_plans
 from meterline.server._problem import Problem
 from meterline.server._store import Store
 from meterline.server._time import parse_duration
@@ -29,7 +30,9 @@ class ReferenceServer:
     ``port=0`` picks a free port on the first ``start()``; later starts (``restart()``)
     reuse it, so a client keeps its base URL. ``db=":memory:"`` starts empty each time;
     a file keeps its events across restarts. ``clock`` returns Unix seconds and decides
-    which timestamps are too old or too far ahead.
+    which timestamps are too old or too far ahead. ``plans`` (a plans file, its parsed
+    dict, or ``Plans``) gives the entitlements ``GET /v1/entitlements/{customer}/{feature}``
+    answers; a bad one raises ``PlansError`` (a ``ValueError``) naming the key.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class ReferenceServer:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         request_log_size: int = DEFAULT_REQUEST_LOG_SIZE,
+        plans: Plans | dict[str, Any] | str | os.PathLike[str] | None = None,
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
@@ -57,6 +61,11 @@ class ReferenceServer:
             clock=clock,
             request_log_size=request_log_size,
         )
+        if isinstance(plans, dict):
+            plans = parse_plans(plans)
+        elif plans is not None and not isinstance(plans, Plans):
+            plans = load_plans(plans)
+        self._app.plans = plans  # GET /v1/entitlements/{customer}/{feature}
         self._lifecycle = threading.Lock()
         self._httpd: HttpServer | None = None
         self._thread: threading.Thread | None = None
