@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from meterline._cli_backfill import add_backfill
 from meterline._cli_journal import add_journal
+from meterline._cli_usage import add_usage
 from meterline._version import __version__
 from meterline.server import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_BODY_BYTES, parse_duration
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(subparsers)
     add_journal(subparsers)
     add_backfill(subparsers.choices["journal"])
+    add_usage(subparsers)
     return parser
 
 
@@ -91,6 +93,11 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FILE",
         help="entitlements for GET /v1/entitlements/CUSTOMER/FEATURE (TOML, or .json)",
     )
+    parser.add_argument(
+        "--metrics",
+        metavar="FILE",
+        help="billable metrics GET /v1/usage reports ([[metric]] tables in TOML, or .json)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     parser.set_defaults(handler=_cmd_serve)
 
@@ -106,6 +113,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         max_body_bytes=args.max_body_bytes,
         verbose=args.verbose,
+        metrics=args.metrics,
         plans=args.plans,
     )
 

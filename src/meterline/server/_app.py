@@ -19,6 +19,8 @@ from meterline.server._backfill_store import settle
 from meterline.server._backfills import VOLUME_PARAMS, limit_and_cursor, volume, volume_window
 from meterline.server._entitlements import entitlement_routes
 from meterline.server._messages import Request, RequestRecord, Response
+from meterline.server._metric_api import metric_routes, metric_values
+from meterline.server._metrics import MetricRegistry
 from meterline.server._plans import Plans
 from meterline.server._problem import Problem, bad_request
 from meterline.server._queries import (
@@ -69,6 +71,7 @@ class App:
         self._grace_us = round(grace_period * 1e6)
         self._clock = clock
         self.store: Store | None = None
+        self.metrics = MetricRegistry()  # billable metrics: --metrics FILE, /v1/metrics
         self.plans: Plans | None = None  # the entitlements of `meterline serve --plans`
         self.changed = threading.Condition()
         self._log: deque[RequestRecord] = deque(maxlen=request_log_size)
@@ -149,6 +152,8 @@ class App:
             return {"POST": self._ingest}, frozenset({"backfill_id", "debug"})
         if rest == ["usage"]:
             return {"GET": self._usage}, frozenset({"start", "end", "customer"})
+        if rest == ["metrics"]:
+            return metric_routes(self.metrics)
         if rest[:2] == ["events", "backfills"]:
             found = backfill_routes(rest[2:], self._store, self._now_us)
             if found is not None:
@@ -286,9 +291,13 @@ class App:
 
     def _usage(self, request: Request, params: dict[str, str], trace: _Trace) -> object:
         start_us, end_us, customer = usage_query(params)
+        metrics = self.metrics.all()
         self._settle(self._now_us())
         return {
             "start": format_instant(start_us),
             "end": format_instant(end_us),
             "usage": self._store().usage(start_us, end_us, customer),
+            "metrics": self._store().run(
+                lambda db: metric_values(db, metrics, start_us, end_us, customer)
+            ),
         }

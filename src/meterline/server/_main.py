@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any, TextIO
 
+from meterline.server._metrics import Metric, MetricError, load_metrics
 from meterline.server._plans import PlansError
 from meterline.server._server import (
     DEFAULT_GRACE_PERIOD,
@@ -41,6 +42,7 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     verbose: bool = False,
     stdout: TextIO | None = None,
+    metrics: str | None = None,
     plans: str | None = None,
 ) -> int:
     """Serve until SIGINT/SIGTERM, then close the database; returns the exit code.
@@ -55,7 +57,22 @@ def serve(
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
     try:
-        return _run(host, port, db, tuple(api_keys), grace_period, max_body_bytes, stdout, plans)
+        try:
+            loaded = tuple(load_metrics(metrics)) if metrics is not None else ()
+        except MetricError as exc:
+            logger.error("%s", exc)
+            return 1
+        return _run(
+            host,
+            port,
+            db,
+            tuple(api_keys),
+            grace_period,
+            max_body_bytes,
+            stdout,
+            plans,
+            metrics=loaded,
+        )
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
@@ -71,6 +88,8 @@ def _run(
     max_body_bytes: int,
     stdout: TextIO | None,
     plans: str | None = None,
+    *,
+    metrics: tuple[Metric, ...] = (),
 ) -> int:
     if not api_keys:
         logger.warning("no --api-key given: every bearer token is accepted")
@@ -88,6 +107,8 @@ def _run(
     except PlansError as exc:
         logger.error("%s", exc)
         return 1
+    for metric in metrics:
+        server.define_metric(metric)
     try:
         server.start()
     except OSError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from meterline.server._app import App
 from meterline.server._http import HttpServer
 from meterline.server._messages import RequestRecord
+from meterline.server._metrics import Metric, MetricRegistry, MetricSource, as_metrics
 from meterline.server._plans import Plans, load_plans, parse_plans
 from meterline.server._problem import Problem
 from meterline.server._store import Store
@@ -30,9 +31,11 @@ class ReferenceServer:
     ``port=0`` picks a free port on the first ``start()``; later starts (``restart()``)
     reuse it, so a client keeps its base URL. ``db=":memory:"`` starts empty each time;
     a file keeps its events across restarts. ``clock`` returns Unix seconds and decides
-    which timestamps are too old or too far ahead. ``plans`` (a plans file, its parsed
-    dict, or ``Plans``) gives the entitlements ``GET /v1/entitlements/{customer}/{feature}``
-    answers; a bad one raises ``PlansError`` (a ``ValueError``) naming the key.
+    which timestamps are too old or too far ahead. ``metrics`` (a ``.toml``/``.json`` file
+    or ``Metric`` objects and mappings) are the billable metrics ``/v1/usage`` reports.
+    ``plans`` (a plans file, its parsed dict, or ``Plans``) gives the entitlements
+    ``GET /v1/entitlements/{customer}/{feature}`` answers; a bad one raises ``PlansError``
+    (a ``ValueError``) naming the key.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class ReferenceServer:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         request_log_size: int = DEFAULT_REQUEST_LOG_SIZE,
+        metrics: MetricSource = (),
         plans: Plans | dict[str, Any] | str | os.PathLike[str] | None = None,
     ) -> None:
         if max_body_bytes <= 0:
@@ -66,6 +70,7 @@ class ReferenceServer:
         elif plans is not None and not isinstance(plans, Plans):
             plans = load_plans(plans)
         self._app.plans = plans  # GET /v1/entitlements/{customer}/{feature}
+        self._app.metrics = MetricRegistry(as_metrics(metrics))  # /v1/metrics, /v1/usage
         self._lifecycle = threading.Lock()
         self._httpd: HttpServer | None = None
         self._thread: threading.Thread | None = None
@@ -171,6 +176,18 @@ class ReferenceServer:
     def versions(self, event_id: str) -> list[dict[str, Any]]:
         """The audit trail of one event, oldest first, each with ``version`` and ``status``."""
         return self._store().versions(event_id)
+
+    def define_metric(self, metric: Metric | dict[str, Any]) -> bool:
+        """Add a billable metric as ``POST /v1/metrics`` does; False if it exists, the same.
+
+        A different metric of that name raises ``MetricError`` (a ``ValueError``)."""
+        if not isinstance(metric, Metric):
+            metric = Metric.from_mapping(metric)
+        return self._app.metrics.define(metric)
+
+    def metrics(self) -> list[Metric]:
+        """The billable metrics ``GET /v1/usage`` reports, sorted by name."""
+        return self._app.metrics.all()
 
     @property
     def requests(self) -> list[RequestRecord]:
