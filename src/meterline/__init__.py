@@ -1,6 +1,6 @@
 """meterline: report billable usage without slowing requests, losing or double-counting events."""
 
-from ._client import Client, Receipt, close, configure, flush, report
+from ._client import Answer, Client, Receipt, close, configure, flush, report
 from ._config import Config
 from ._errors import (
     ClientClosedError,
@@ -21,6 +21,7 @@ from ._transport import Response, Transport, TransportError
 from ._version import __version__
 
 __all__ = [
+    "Answer",
     "Client",
     "ClientClosedError",
     "Config",

@@ -2,7 +2,8 @@
 
 Why this module is long: ``Client`` is the public API, and each public method keeps its
 whole signature and docstring here, where ``help(Client)`` and a reader look for them; the
-work is elsewhere (``_pipeline`` for ``report()``, ``_send`` for ``send()``). ``report()``
+work is elsewhere (``_pipeline`` for ``report()``, ``_send`` for ``send()``,
+``_entitlements`` for ``can()``). ``report()``
 and ``send()`` each validate inline rather than through a shared helper, because one more
 call on ``report()``'s path is measurable in ``make bench``.
 """
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from ._config import Config
+from ._entitlements import Answer, Entitlements
 from ._errors import ClientClosedError, ConfigError
 from ._event import Pending, validate
 from ._pipeline import Pipeline, close_all, open_pipelines
@@ -31,7 +33,7 @@ from .destinations import Destination
 from .destinations.orb import Orb
 from .journal import Journal, ready_count
 
-__all__ = ["Client", "Receipt", "close", "configure", "flush", "report"]
+__all__ = ["Answer", "Client", "Receipt", "close", "configure", "flush", "report"]
 
 Properties = Mapping[str, str | int | float | bool]
 
@@ -116,6 +118,7 @@ class Client:
             stopping=pipeline.retry_stop,
         )
         self._submit = pipeline.submit
+        self._entitlements = Entitlements(config, self.report)
         # A client dropped without close() still delivers: its pipeline closes itself in
         # the background (threads end), or at the exit with every other open pipeline.
         weakref.finalize(self, pipeline.orphan).atexit = False
@@ -226,6 +229,26 @@ class Client:
 
         return await asyncio.to_thread(run)
 
+    def can(
+        self,
+        customer: str,
+        feature: str,
+        *,
+        timeout: float | None = None,
+        fail_open: bool | None = None,
+    ) -> Answer:
+        """May ``customer`` use ``feature`` now? One request to the destination's entitlement
+        API (orb: ``meterline serve --plans``; openmeter), within ``timeout`` seconds.
+
+        Returns an ``Answer`` (``ok``, ``limit``, ``used``, ``remaining``; ``report(n=1)``
+        reports the use). Without an answer, ``error`` says why and ``ok`` is ``fail_open``
+        (default: the ``can_fail_open`` option, True). ``ConfigError`` for a destination
+        without an entitlement API; ``ClientClosedError`` after ``close()``.
+        """
+        if self._pipeline.closed:
+            raise ClientClosedError("can() after close(); create a new Client")
+        return self._entitlements.can(customer, feature, timeout, fail_open)
+
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Send what is queued now and wait until it is delivered or journaled (at most
         ``timeout`` seconds). An older journal backlog is not waited for: see ``replay()``."""
@@ -239,6 +262,7 @@ class Client:
             return self._pipeline.close(timeout)
         finally:
             self._sender.close()
+            self._entitlements.close()
 
     def replay(self, timeout: float | None = None) -> ReplayResult:
         """Replay the journal now and wait until nothing is left that this client may send,

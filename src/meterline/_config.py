@@ -80,6 +80,7 @@ class Config:
     journal_min_free_bytes: int = DEFAULT_JOURNAL_MIN_FREE_BYTES
     durability: Durability = "spill"
     gzip: bool = False
+    can_fail_open: bool = True  # can() without an answer: allow (True) or refuse (False)
 
     def __post_init__(self) -> None:
         check_api_key(self.api_key)
@@ -155,6 +156,8 @@ class Config:
             )
         if not isinstance(self.gzip, bool):
             raise ConfigError("gzip must be True or False")
+        if not isinstance(self.can_fail_open, bool):
+            raise ConfigError("can_fail_open must be True or False")
         if self.max_event_bytes + 64 > self.max_batch_bytes:
             raise ConfigError("max_batch_bytes must leave room for one event of max_event_bytes")
         if self.max_batch_events > self.max_queue_events:

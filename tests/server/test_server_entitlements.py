@@ -235,3 +235,10 @@ def test_meterline_serve_refuses_a_bad_plans_file(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "period" in proc.stderr
+
+
+def test_a_path_beside_the_endpoint_is_a_404(http: httpx.Client) -> None:
+    """``/v1/entitlements/acme`` (no feature) is not found, with the endpoint's shape named."""
+    answer = http.get("/entitlements/acme")
+    assert answer.status_code == 404
+    assert "/v1/entitlements/C/F" in answer.json()["detail"]

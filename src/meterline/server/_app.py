@@ -17,11 +17,10 @@ from urllib.parse import unquote
 from meterline.server._backfill_api import backfill_routes, open_window
 from meterline.server._backfill_store import settle
 from meterline.server._backfills import VOLUME_PARAMS, limit_and_cursor, volume, volume_window
-from meterline.server._entitlements import entitlement_routes
+from meterline.server._entitlements import Plans, entitlement_routes
 from meterline.server._messages import Request, RequestRecord, Response
 from meterline.server._metric_api import metric_routes, metric_values
 from meterline.server._metrics import MetricRegistry
-from meterline.server._plans import Plans
 from meterline.server._problem import Problem, bad_request
 from meterline.server._queries import (
     flag,
@@ -159,9 +158,7 @@ class App:
             if found is not None:
                 return found
         if rest[:1] == ["entitlements"]:
-            found = entitlement_routes(rest[1:], self.plans, self._store, self._now_us)
-            if found is not None:
-                return found
+            return entitlement_routes(rest[1:], self.plans, self._store, self._now_us, path)
         if len(rest) in (2, 3) and rest[0] == "events" and rest[1]:
             event_id = unquote(rest[1])
             if len(rest) == 3 and rest[2] == "deprecate":

@@ -30,7 +30,7 @@ from meterline.server._sqlite import COUNTED
 from meterline.server._store import Store
 from meterline.server._time import format_instant
 
-__all__ = ["entitlement", "entitlement_routes", "period_window"]
+__all__ = ["Plans", "entitlement", "entitlement_routes", "period_window"]
 
 Route = Callable[[Request, dict[str, str], Any], object]
 _NO_PARAMS: frozenset[str] = frozenset()
@@ -108,11 +108,15 @@ def entitlement(
 
 
 def entitlement_routes(
-    rest: list[str], plans: Plans | None, store: Callable[[], Store], now_us: Callable[[], int]
-) -> tuple[dict[str, Route], frozenset[str]] | None:
-    """The endpoint at ``/v1/entitlements/<rest>``, or None when there is no such path."""
+    rest: list[str],
+    plans: Plans | None,
+    store: Callable[[], Store],
+    now_us: Callable[[], int],
+    path: str,
+) -> tuple[dict[str, Route], frozenset[str]]:
+    """The endpoint at ``/v1/entitlements/<rest>``; a 404 problem when there is no such path."""
     if len(rest) != 2 or not rest[0] or not rest[1]:
-        return None
+        raise Problem(404, "Not found", f"no endpoint at {path}; see /v1/entitlements/C/F")
     customer, name = unquote(rest[0]), unquote(rest[1])
 
     def answer(request: Request, params: dict[str, str], trace: Any) -> object:
