@@ -19,7 +19,8 @@ plan's::
 A feature is an event name. Its usage is the sum, over the customer's counted events of that
 name in the period, of the event's ``unit`` property when it is a number, else 1 per event.
 
-Python 3.10 has no ``tomllib``: there a TOML file needs ``tomli`` installed; JSON always works.
+Python 3.10 has no ``tomllib`` (and the server uses the standard library only): there a plans
+file must be JSON; TOML needs Python 3.11+.
 """
 
 from __future__ import annotations
@@ -88,19 +89,17 @@ def load_plans(path: str | os.PathLike[str]) -> Plans:
 
 def _toml(raw: bytes, file: Path) -> Any:
     if sys.version_info >= (3, 11):
-        import tomllib as toml
-    else:  # pragma: no cover - Python 3.10
+        import tomllib
+
         try:
-            import tomli as toml  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            raise PlansError(
-                "reading a TOML plans file on Python 3.10 needs the tomli package;"
-                " or give the same plans as a .json file"
-            ) from None
-    try:
-        return toml.loads(raw.decode("utf-8"))
-    except ValueError as exc:  # UnicodeDecodeError and TOMLDecodeError
-        raise PlansError(f"{file} is not valid TOML: {exc}") from None
+            return tomllib.loads(raw.decode("utf-8"))
+        except ValueError as exc:  # UnicodeDecodeError and TOMLDecodeError
+            raise PlansError(f"{file} is not valid TOML: {exc}") from None
+    # Python 3.10: the server uses the standard library only, which has no TOML reader there.
+    raise PlansError(  # pragma: no cover
+        f"{file}: reading a TOML plans file needs Python 3.11+ (tomllib);"
+        " on Python 3.10 give the same plans as a .json file"
+    )
 
 
 def parse_plans(data: object) -> Plans:
