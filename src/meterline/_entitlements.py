@@ -27,7 +27,8 @@ import threading
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpcore
@@ -88,7 +89,7 @@ class Answer:
         self,
         n: Number = 1,
         *,
-        timestamp: Any = None,
+        timestamp: datetime | str | None = None,
         idempotency_key: str | None = None,
     ) -> str:
         """Report ``n`` units of this feature's use by this customer through the client that
@@ -191,7 +192,11 @@ class Entitlements:
                 f"supported: {', '.join(sorted(SUPPORTED))} (orb: meterline serve --plans)"
             )
         url_for, read, no_on_404 = found
-        bound = config.timeout if timeout is None else max(0.001, float(timeout))
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        bound = config.timeout if timeout is None else float(timeout)
         opened = config.can_fail_open if fail_open is None else bool(fail_open)
 
         def answer(

@@ -217,11 +217,13 @@ def test_other_destinations_raise_config_error_naming_the_supported_ones(tmp_pat
 
 
 def test_bad_arguments_and_a_closed_client(reference: ReferenceServer, tmp_path: Path) -> None:
-    """An empty customer is a TypeError; can() after close() is ClientClosedError; an Answer
-    reports only whole numbers or floats."""
+    """An empty customer is a TypeError, a zero timeout a ValueError; can() after close() is
+    ClientClosedError; an Answer reports only numbers."""
     client = _client(reference.url, tmp_path)
     with pytest.raises(TypeError):
         client.can("", "feature:api")
+    with pytest.raises(ValueError, match="timeout"):
+        client.can("org:cust", "feature:api", timeout=0)
     answer = client.can("org:cust", "feature:api")
     with pytest.raises(TypeError):
         answer.report("2")  # type: ignore[arg-type]
