@@ -7,8 +7,8 @@ integer ``+=`` on an attribute runs without a thread switch or a signal handler 
 (both happen only at calls and backward jumps).
 
 When memory is full the caller first gives the spooler time to move batches to disk (it
-never waits on the network): at most 100 ms, and no more than 10 ms once the spooler stops
-making progress. Then it turns the event away: it stays on the queue
+never waits on the network): at most 100 ms, and no more than 50 ms once nothing makes room (neither
+the spooler taking events nor anything settling: one fsync can take tens of ms). Then it turns the event away: it stays on the queue
 as a one-element entry, so that the spooler reports it, body included, to ``on_drop`` and
 counts it as dropped with reason ``queue_full``, in order with everything else.
 """
@@ -27,7 +27,9 @@ from meterline._pipeline._settle import Settlement
 __all__ = ["Queue", "Wake"]
 
 _ROOM_WAIT = 0.1  # the longest a full queue holds report() back, in seconds
-_NO_PROGRESS = 0.01  # ...but no longer than this once the spooler stops taking events
+# ...but no longer than this once the pipeline stops making room: the spooler taking
+# events or anything settling (one fsync on a busy disk can take tens of milliseconds).
+_NO_PROGRESS = 0.05
 _ROOM_POLL = 0.0002
 _NO_ROOM_BACKOFF = 0.1  # with the journal refusing, drop at once for this long after a wait
 
@@ -122,13 +124,14 @@ class Queue:
             self.pressure = True
             self._wake()
             deadline = now + _ROOM_WAIT
-            progress, seen = now, self._settlement.next_idx
+            held = self._settlement
+            progress, seen, holding = now, held.next_idx, held.held_bytes
             while (now := time.monotonic()) < deadline and now - progress < _NO_PROGRESS:
                 time.sleep(_ROOM_POLL)  # gives the spooler the GIL
                 if not self._full(size):
                     return True
-                if self._settlement.next_idx != seen:  # the spooler is taking events: wait on
-                    progress, seen = now, self._settlement.next_idx
+                if held.next_idx != seen or held.held_bytes < holding:  # making room: wait on
+                    progress, seen, holding = now, held.next_idx, held.held_bytes
             if self.disk_refuses:  # the spooler cannot make room: do not hold every report back
                 self._no_room_until = time.monotonic() + _NO_ROOM_BACKOFF
             return False
