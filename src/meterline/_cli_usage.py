@@ -119,8 +119,11 @@ def fetch_report(
     if response.status_code != 200:
         detail = body.get("detail") if isinstance(body, dict) else None
         code = 2 if response.status_code == 400 else 1
+        text = str(detail or response.reason_phrase)
+        for secret in (f"Bearer {api_key}", api_key):
+            text = text.replace(secret, "***")  # a server may echo the credential
         raise UsageError(
-            f"{endpoint} answered {response.status_code}: {detail or response.reason_phrase}",
+            f"{endpoint} answered {response.status_code}: {text[:300]}",
             code,
         )
     if not isinstance(body, dict) or not isinstance(body.get("usage"), list):

@@ -98,6 +98,8 @@ class Answer:
             raise ConfigError("this Answer was not made by a Client: it cannot report")
         if isinstance(n, bool) or not isinstance(n, (int, float)):
             raise TypeError(f"n must be a number, got {type(n).__name__}")
+        if not n >= 0:
+            raise ValueError(f"n must be a number >= 0 of units used, got {n!r}")
         return self._report(
             self.customer,
             self.feature,
@@ -155,7 +157,10 @@ SUPPORTED: Mapping[
 
 
 def _segment(text: str) -> str:
-    return quote(text, safe="")
+    """One path segment; ``.`` and ``..`` escaped too (a client would resolve them as dot
+    segments and ask another endpoint)."""
+    quoted = quote(text, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 def _number(value: object) -> bool:
@@ -193,10 +198,13 @@ class Entitlements:
             )
         url_for, read, no_on_404 = found
         if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < float("inf")
         ):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        bound = config.timeout if timeout is None else float(timeout)
+        # Clamped: a socket deadline past time_t's range raises OverflowError.
+        bound = config.timeout if timeout is None else min(float(timeout), 1e6)
         opened = config.can_fail_open if fail_open is None else bool(fail_open)
 
         def answer(

@@ -7,10 +7,11 @@ integer ``+=`` on an attribute runs without a thread switch or a signal handler 
 (both happen only at calls and backward jumps).
 
 When memory is full the caller first gives the spooler time to move batches to disk (it
-never waits on the network): at most 100 ms, and no more than 50 ms once nothing makes room (neither
-the spooler taking events nor anything settling: one fsync can take tens of ms). Then it turns the event away: it stays on the queue
-as a one-element entry, so that the spooler reports it, body included, to ``on_drop`` and
-counts it as dropped with reason ``queue_full``, in order with everything else.
+never waits on the network): at most 100 ms, and no more than 50 ms once nothing makes room
+(neither the spooler taking events nor anything settling: one fsync can take tens of ms).
+Then it turns the event away: it stays on the queue as a one-element entry, so that the
+spooler reports it, body included, to ``on_drop`` and counts it as dropped with reason
+``queue_full``, in order with everything else.
 """
 
 from __future__ import annotations

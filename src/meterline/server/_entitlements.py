@@ -58,6 +58,9 @@ def _us(moment: datetime) -> int:
     return round(moment.timestamp()) * 1_000_000
 
 
+_HUGE = 1.7976931348623157e308  # the largest finite float: past it, more than any limit
+
+
 def used(
     db: sqlite3.Connection,
     customer: str,
@@ -78,8 +81,9 @@ def used(
     total: int | float = 0
     for (properties,) in db.execute(sql, args):
         value = json.loads(properties).get(feature.unit)
-        total += value if isinstance(value, (int, float)) and not isinstance(value, bool) else 1
-    return total
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        total += max(0, value) if number else 1  # a negative report gives no allowance back
+    return total if total < _HUGE else _HUGE  # finite: JSON has no Infinity
 
 
 def entitlement(

@@ -188,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
             body += chunk[:size]
 
     def _send(self, response: Response) -> None:
-        payload = json.dumps(response.body, separators=(",", ":")).encode()
+        payload = json.dumps(_finite(response.body), separators=(",", ":")).encode()
         if not self._body_read and (
             self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0"
         ):
@@ -239,3 +239,17 @@ def _gunzip(data: bytes, limit: int) -> bytes:
             raise bad_request("the gzip body is truncated")
         data = decoder.unused_data
     return bytes(out)
+
+
+def _finite(value: object) -> object:
+    """``value`` with every non-finite float made finite (JSON has no Infinity or NaN: a
+    strict client could not read the answer): infinities clamp, NaN becomes null."""
+    if isinstance(value, float):
+        if value != value:
+            return None
+        return max(-1.7976931348623157e308, min(1.7976931348623157e308, value))
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

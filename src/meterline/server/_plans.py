@@ -135,7 +135,9 @@ def _features(data: object, where: str) -> dict[str, Feature]:
         _no_extra(entry, _FEATURE_KEYS, at)
         limit = entry.get("limit")
         if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 0
+            isinstance(limit, bool)
+            or not isinstance(limit, (int, float))
+            or not 0 <= limit < float("inf")  # NaN and inf refused: omit it for unlimited
         ):
             raise PlansError(f"{at}.limit must be a number >= 0 (omit it for unlimited)")
         period = entry.get("period", "monthly")
