@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = ["DEFAULT_URL", "add_usage", "fetch_report", "format_report"]
 
 DEFAULT_URL = "http://127.0.0.1:8787/v1"
 TIMEOUT = 30.0
+MAX_REPORT_BYTES = 64 << 20  # a usage report larger than this is not one
 
 
 class UsageError(Exception):
@@ -66,7 +68,14 @@ def _instant(text: str) -> str:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        utc = when.astimezone(timezone.utc)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside the range of UTC dates") from None
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond:06d}Z"
+    )
 
 
 def _usage(args: argparse.Namespace) -> int:
@@ -103,17 +112,28 @@ def fetch_report(
     if customer is not None:
         params["customer"] = customer
     endpoint = url.rstrip("/") + "/usage"
+    # The whole request within ``timeout`` (httpx bounds each read, so a server trickling
+    # its answer could hold the command for ever) and at most MAX_REPORT_BYTES of answer.
+    deadline = time.monotonic() + timeout
     try:
-        response = httpx.get(
+        with httpx.stream(
+            "GET",
             endpoint,
             params=params,
             headers={"Authorization": f"Bearer {api_key}"},
             timeout=timeout,
-        )
+        ) as response:
+            raw = bytearray()
+            for chunk in response.iter_bytes():
+                raw += chunk
+                if len(raw) > MAX_REPORT_BYTES:
+                    raise UsageError(f"{endpoint} answered more than {MAX_REPORT_BYTES} bytes", 1)
+                if time.monotonic() > deadline:
+                    raise UsageError(f"{endpoint} did not answer within {timeout:g} s", 1)
     except httpx.HTTPError as exc:
         raise UsageError(f"cannot reach {endpoint}: {type(exc).__name__}", 1) from None
     try:
-        body = response.json()
+        body = json.loads(raw)
     except ValueError:
         body = None
     if response.status_code != 200:

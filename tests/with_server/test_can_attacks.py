@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
@@ -124,3 +125,39 @@ def test_meterline_usage_never_prints_a_key_the_server_echoes():
     assert done.returncode == 1
     assert "401" in done.stderr
     assert SECRET not in done.stdout + done.stderr
+
+
+class _Trickle(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+        try:
+            for _ in range(100):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.2)  # the server under test trickles: a fault, not a test wait
+        except OSError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_usage_report_is_bounded_as_a_whole():
+    """A server trickling its answer cannot hold `meterline usage` past its timeout."""
+    from meterline._cli_usage import UsageError, fetch_report
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    httpd.daemon_threads = True
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    started = time.monotonic()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        with pytest.raises(UsageError, match="within"):
+            fetch_report(url, SECRET, "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z", timeout=1)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert time.monotonic() - started < 5
