@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import Config
 from ._entitlements import Answer, Entitlements
@@ -30,12 +30,29 @@ from ._send import Receipt, Sender
 from ._stats import DropReport, FlushResult, ReplayResult, Stats
 from ._transport import HttpxTransport, Transport
 from .destinations import Destination
+from .destinations.kafka import Kafka
 from .destinations.orb import Orb
 from .journal import Journal, ready_count
+
+if TYPE_CHECKING:
+    from ._kafka import KafkaTransport
 
 __all__ = ["Answer", "Client", "Receipt", "close", "configure", "flush", "report"]
 
 Properties = Mapping[str, str | int | float | bool]
+
+
+def _kafka_transport(destination: Kafka) -> type[KafkaTransport]:
+    """The Kafka transport, imported now on the caller's thread (never by a first send on a
+    worker thread, where a fork could catch the import lock held); its settings checked."""
+    try:
+        from ._kafka import KafkaTransport, check_settings
+    except ImportError:
+        raise ConfigError(
+            "the kafka destination needs confluent-kafka: pip install 'meterline[kafka]'"
+        ) from None
+    check_settings(destination)
+    return KafkaTransport
 
 
 class Client:
@@ -58,7 +75,9 @@ class Client:
         **options: Any,
     ) -> None:
         config = Config.from_env(api_key, base_url, journal_dir, destination=destination, **options)
-        if config.api_key is None and transport is None:
+        dest = config.destination
+        kafka = _kafka_transport(dest) if isinstance(dest, Kafka) and transport is None else None
+        if config.api_key is None and transport is None and kafka is None:
             raise ConfigError("no API key: pass api_key= or set METERLINE_API_KEY")
         if transport is not None and not isinstance(transport, Transport):
             raise ConfigError("transport must have send(events, *, timeout=None) and close()")
@@ -66,10 +85,10 @@ class Client:
         Journal.check_directory(directory)
         self._config = config
         self._max_event_bytes = config.max_event_bytes
-        dest = config.destination
         self._rules = dest.check if dest.has_rules else None
         self._measure: Callable[[Pending], int] | None = None
-        if not isinstance(dest, Orb):  # the estimate and the exact size are Orb's otherwise
+        wire = dest.downstream if isinstance(dest, Kafka) else dest
+        if not isinstance(wire, Orb):  # the estimate and the exact size are Orb's otherwise
 
             def measure(event: Pending) -> int:
                 return len(dest.serialize_many([event])[0])
@@ -80,6 +99,13 @@ class Client:
             if transport is not None:
                 return transport
             destination = config.destination
+            if kafka is not None and isinstance(destination, Kafka):
+                return kafka(
+                    config.ingest_url,
+                    destination,
+                    timeout=config.timeout,
+                    connect_timeout=config.connect_timeout,
+                )
             return HttpxTransport(
                 config.ingest_url,
                 config.api_key,

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from ._checks import check_api_key, positive_float, positive_int
 from ._errors import ConfigError
 from .destinations import Destination, resolve
+from .destinations.kafka import Kafka, parse_kafka_url
 from .destinations.orb import Orb
 
 __all__ = ["Config"]
@@ -100,7 +101,11 @@ class Config:
         given: int | None = self.max_batch_events
         if given is None:
             object.__setattr__(self, "max_batch_events", destination.max_batch_events)
-        _check_url("base_url", self.base_url)
+        own_urls = isinstance(destination, Kafka)
+        if own_urls:
+            parse_kafka_url(self.base_url)
+        else:
+            _check_url("base_url", self.base_url)
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         try:  # a custom destination's bug is found here, not on a meterline thread
             ingest = destination.ingest_url(self.base_url)
@@ -108,7 +113,10 @@ class Config:
             raise ConfigError(
                 f"the {destination.name} destination's ingest_url() raised {type(exc).__name__}"
             ) from None
-        _check_url(f"the {destination.name} ingest URL", ingest)
+        if own_urls:
+            parse_kafka_url(ingest, what=f"the {destination.name} ingest URL")
+        else:
+            _check_url(f"the {destination.name} ingest URL", ingest)
         if self.journal_dir is not None:
             # Absolute now: a later chdir() must not move the journal (or strand its files).
             object.__setattr__(self, "journal_dir", Path(os.path.abspath(self.journal_dir)))
@@ -281,7 +289,10 @@ def journal_slug(destination: str, base_url: str, api_key: str | None) -> str:
 def endpoint_slug(base_url: str) -> str:
     """A folder name per endpoint: readable host and port plus a short hash of the whole URL."""
     parts = urlsplit(base_url)
-    host = (parts.hostname or "endpoint").replace(":", "_")
-    port = f"-{parts.port}" if parts.port else ""
+    try:
+        host = (parts.hostname or "endpoint").replace(":", "_")
+        port = f"-{parts.port}" if parts.port else ""
+    except ValueError:  # kafka://a:9092,b:9092 has no single port
+        host, port = "kafka", ""
     digest = hashlib.sha256(base_url.encode()).hexdigest()[:10]
     return f"{host}{port}-{digest}"

@@ -216,6 +216,8 @@ class Delivery(Outcomes):
         answer = self._destination.read(response, [it.key for it in items])
         kind = answer.kind
         if kind == ACCEPTED:
+            if answer.retry:
+                return self._partly(items, answer, status)
             return self._accepted(items, answer.rejected)
         if kind == RETRY:
             return Result(pending=items, delay=answer.delay, error=self._why(answer, status))
@@ -257,6 +259,14 @@ class Delivery(Outcomes):
                 result.rejected.append((it, [self.clean(r) for r in reasons(bad[it.key])]))
             else:
                 result.delivered.append(it)
+        return result
+
+    def _partly(self, items: list[Item], answer: Answer, status: int) -> Result:
+        """Delivered but for the events in ``answer.retry``, which wait for the next try."""
+        again = answer.retry
+        result = self._accepted([it for it in items if it.key not in again], answer.rejected)
+        result.pending = [it for it in items if it.key in again]
+        result.delay, result.error = answer.delay, self._why(answer, status)
         return result
 
     def _invalid(self, items: list[Item], named: Mapping[str, list[str]]) -> Result:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from meterline._errors import ConfigError
 
 from ._base import Answer, Destination, Session, SessionGrant
+from .kafka import Kafka
 from .lago import Lago
 from .metronome import Metronome
 from .openmeter import OpenMeter
@@ -19,6 +20,7 @@ from .stripe import Stripe
 __all__ = [
     "Answer",
     "Destination",
+    "Kafka",
     "Lago",
     "Metronome",
     "OpenMeter",
@@ -36,6 +38,7 @@ BUILT_IN: dict[str, type] = {
     "lago": Lago,
     "openmeter": OpenMeter,
     "stripe": Stripe,
+    "kafka": Kafka,
 }
 
 _MEMBERS = (

@@ -56,14 +56,17 @@ class Answer:
     """What a destination made of one answer to one batch.
 
     ``rejected`` maps idempotency keys to the server's reasons. For ``accepted`` the other
-    events of the batch were delivered; for ``invalid`` they were not, and are resent at
-    once without the named ones. ``detail`` is a short human reason (no secret in it).
+    events of the batch were delivered, except those in ``retry`` (not delivered: sent
+    again with the retry policy; a destination that settles event by event, Kafka, says
+    so); for ``invalid`` they were not, and are resent at once without the named ones.
+    ``detail`` is a short human reason (no secret in it).
     """
 
     kind: Kind
     rejected: Mapping[str, list[str]] = field(default_factory=dict)
     delay: float | None = None
     detail: str = ""
+    retry: frozenset[str] = frozenset()
 
 
 @runtime_checkable

@@ -1,0 +1,239 @@
+"""How a batch reaches a Kafka topic: a ``Transport`` over an idempotent producer.
+
+``KafkaTransport.send()`` produces each event of a batch as one message (the exact bytes as
+the value, the customer as the key, the idempotency key and the format in headers) and waits
+for every message's delivery report, within the request's timeout. It returns the reports
+as a ``Response`` for the Kafka destination to read (``destinations.kafka``): a message is
+settled on its own report, so a batch can be partly delivered and the rest sent again.
+
+librdkafka retries inside the producer (idempotence keeps those retries from writing twice)
+until ``message.timeout.ms``, which is the request's timeout: after it, every message of a
+batch has a report. A message whose outcome stayed unknown (a report that came after the
+deadline, or none at close) is sent again or journaled; the topic may then hold it twice,
+with the same idempotency key, which the billing platform counts once.
+
+Fork: librdkafka's threads do not survive ``fork()``, and destroying a producer in a child
+would wait for them for ever; a child therefore never touches its parent's producers (they
+are kept, unused, in ``_ORPHANS``) and makes its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from ._response import Response
+from ._transport import TransportError
+from .destinations.kafka import FORMAT_HEADER, KEY_HEADER, Kafka, parse_kafka_url
+
+__all__ = ["KafkaTransport", "check_settings"]
+
+_LOG = logging.getLogger("meterline.kafka")
+_GRACE = 1.0  # seconds past message.timeout.ms to wait for the last reports
+_POLL = 0.05
+_LIVE: list[KafkaTransport] = []  # this process's transports, found again after a fork
+_ORPHANS: list[Any] = []  # a parent's producers in a forked child: never destroyed there
+_LIVE_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _LIVE_LOCK
+    _LIVE_LOCK = threading.Lock()
+    for transport in _LIVE:
+        transport.orphan()
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def check_settings(destination: Kafka) -> None:
+    """Let librdkafka check the settings now (a producer with no broker does no I/O), so
+    that a bad one is a ``ConfigError`` at ``Client()`` rather than a log line later."""
+    from ._errors import ConfigError
+
+    try:
+        probe = Producer({**destination.settings(), "bootstrap.servers": "", "log_level": 0})
+    except (KafkaException, TypeError, ValueError) as exc:
+        text = str(exc)
+        for secret in destination.secrets():
+            text = text.replace(secret, "***")
+        raise ConfigError(f"producer_config refused by librdkafka: {text}") from None
+    probe.flush(0)
+    del probe
+
+
+class _Call:
+    """The delivery reports of one send(), filled in by librdkafka's callbacks."""
+
+    __slots__ = ("failed", "lock", "seen", "waiting")
+
+    def __init__(self, n: int) -> None:
+        self.waiting = n
+        self.seen = bytearray(n)
+        self.failed: dict[int, tuple[str, bool, str]] = {}
+        self.lock = threading.Lock()
+
+    def report(self, index: int, err: KafkaError | None) -> None:
+        with self.lock:
+            if self.seen[index]:
+                return
+            self.seen[index] = 1
+            if err is not None:
+                self.failed[index] = (err.name(), not _final(err), err.str())
+            self.waiting -= 1
+
+    def fail(self, index: int, name: str, retriable: bool, reason: str) -> None:
+        with self.lock:
+            if not self.seen[index]:
+                self.seen[index] = 1
+                self.failed[index] = (name, retriable, reason)
+                self.waiting -= 1
+
+
+def _final(err: KafkaError) -> bool:
+    """Whether a message's error is its own and final (else: another try may succeed)."""
+    return err.name() in ("MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "INVALID_MSG", "INVALID_RECORD")
+
+
+class KafkaTransport:
+    """Produces batches to ``url``'s topic; each ``send()`` bounded by its timeout."""
+
+    def __init__(
+        self,
+        url: str,
+        destination: Kafka,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        parsed = parse_kafka_url(url)
+        self._topic = parsed.topic or ""
+        self._destination = destination
+        self._format = destination.downstream.name.encode()
+        self._timeout = timeout
+        self._settings: dict[str, Any] = {
+            "client.id": "meterline",
+            **destination.settings(),
+            "bootstrap.servers": parsed.bootstrap,
+            "message.timeout.ms": max(1, int(timeout * 1000)),
+            "socket.connection.setup.timeout.ms": max(1000, int(connect_timeout * 1000)),
+            "error_cb": self._on_error,
+            "logger": _LOG,  # librdkafka's own lines, through logging rather than stderr
+        }
+        self._producer: Any = None
+        self._broken = ""  # a fatal producer error: the next send makes a new producer
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.last_error = ""
+        self.secrets = destination.secrets()
+        with _LIVE_LOCK:
+            _LIVE.append(self)
+
+    def __repr__(self) -> str:
+        return f"KafkaTransport(topic={self._topic!r}, format={self._format.decode()!r})"
+
+    def _on_error(self, err: KafkaError) -> None:
+        # librdkafka's own errors (a broker down, all brokers down, a fatal idempotence
+        # error); messages report their own. Kept for the next delivery error's detail.
+        self.last_error = f"{err.name()}: {err.str()}"
+        if err.fatal():
+            self._broken = self.last_error
+
+    def _producer_now(self) -> Any:
+        with self._lock:
+            if self._broken and self._producer is not None:
+                # An idempotent producer that hit a fatal error produces no more: a new one
+                # (its messages were reported failed and are sent again or journaled).
+                _ORPHANS.append(self._producer)
+                self._producer = None
+            self._broken = ""
+            if self._producer is None:
+                try:
+                    self._producer = Producer(self._settings)
+                except KafkaException as exc:
+                    raise TransportError(f"kafka producer: {exc}") from None
+            return self._producer
+
+    def send(self, events: Sequence[bytes], *, timeout: float | None = None) -> Response:
+        producer = self._producer_now()
+        limit = self._timeout if timeout is None else min(timeout, self._timeout)
+        deadline = self._clock() + max(0.0, limit) + (_GRACE if timeout is None else 0.0)
+        call = _Call(len(events))
+        route = self._destination.route
+        topic, fmt = self._topic, self._format
+        for index, body in enumerate(events):
+            key, customer = route(body)
+            headers = [(KEY_HEADER, key.encode()), (FORMAT_HEADER, fmt)]
+
+            def done(err: KafkaError | None, _msg: object, index: int = index) -> None:
+                call.report(index, err)
+
+            while True:
+                try:
+                    producer.produce(topic, body, customer, headers=headers, on_delivery=done)
+                    break
+                except BufferError:  # librdkafka's own queue is full: let it drain
+                    if self._clock() >= deadline:
+                        call.fail(index, "_QUEUE_FULL", True, "the producer's queue stayed full")
+                        break
+                    producer.poll(0.01)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError):
+                        call.fail(index, err.name(), not _final(err), err.str())
+                    else:
+                        call.fail(index, "_UNKNOWN", True, str(exc))
+                    break
+        producer.poll(0)
+        while call.waiting > 0:
+            left = deadline - self._clock()
+            if left <= 0:
+                break
+            producer.poll(min(_POLL, left))
+        return self._answer(call, len(events))
+
+    def _answer(self, call: _Call, n: int) -> Response:
+        with call.lock:
+            # A report after this is ignored: the message counts as not delivered.
+            seen = bytes(call.seen)
+            call.seen[:] = b"\x01" * n
+            failed = dict(call.failed)
+        if not failed and all(seen):
+            return Response(200)
+        rows: list[list[object]] = [[i, *failed[i]] for i in sorted(failed)]
+        # No report by the deadline: the outcome is unknown. Another try (same key) is
+        # safe downstream, and the only way not to lose the message.
+        why = self.last_error or "no delivery report within the timeout"
+        rows += [[i, "_MSG_TIMED_OUT", True, why] for i in range(n) if not seen[i]]
+        return Response(207, body=orjson.dumps({"failed": rows}))
+
+    def close(self) -> None:
+        with _LIVE_LOCK:
+            if self in _LIVE:
+                _LIVE.remove(self)
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            # What is still queued was reported failed (journaled or sent again): drop it
+            # rather than deliver a second copy after the journal took the first.
+            try:
+                producer.purge(in_queue=True, in_flight=False)
+                producer.flush(1.0)
+            except (KafkaException, RuntimeError):
+                pass
+
+    def orphan(self) -> None:
+        """In a forked child: never use or destroy the parent's producer."""
+        if self._producer is not None:
+            _ORPHANS.append(self._producer)
+        self._producer = None
+        self._lock = threading.Lock()
