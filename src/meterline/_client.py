@@ -19,40 +19,25 @@ import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._config import Config
+from ._endpoint import transport_factory
 from ._entitlements import Answer, Entitlements
 from ._errors import ClientClosedError, ConfigError
 from ._event import Pending, validate
 from ._pipeline import Pipeline, close_all, open_pipelines
 from ._send import Receipt, Sender
 from ._stats import DropReport, FlushResult, ReplayResult, Stats
-from ._transport import HttpxTransport, Transport
+from ._transport import Transport
 from .destinations import Destination
 from .destinations.kafka import Kafka
 from .destinations.orb import Orb
 from .journal import Journal, ready_count
 
-if TYPE_CHECKING:
-    from ._kafka import KafkaTransport
-
 __all__ = ["Answer", "Client", "Receipt", "close", "configure", "flush", "report"]
 
 Properties = Mapping[str, str | int | float | bool]
-
-
-def _kafka_transport(destination: Kafka) -> type[KafkaTransport]:
-    """The Kafka transport, imported now on the caller's thread (never by a first send on a
-    worker thread, where a fork could catch the import lock held); its settings checked."""
-    try:
-        from ._kafka import KafkaTransport, check_settings
-    except ImportError:
-        raise ConfigError(
-            "the kafka destination needs confluent-kafka: pip install 'meterline[kafka]'"
-        ) from None
-    check_settings(destination)
-    return KafkaTransport
 
 
 class Client:
@@ -76,8 +61,7 @@ class Client:
     ) -> None:
         config = Config.from_env(api_key, base_url, journal_dir, destination=destination, **options)
         dest = config.destination
-        kafka = _kafka_transport(dest) if isinstance(dest, Kafka) and transport is None else None
-        if config.api_key is None and transport is None and kafka is None:
+        if config.api_key is None and transport is None and not isinstance(dest, Kafka):
             raise ConfigError("no API key: pass api_key= or set METERLINE_API_KEY")
         if transport is not None and not isinstance(transport, Transport):
             raise ConfigError("transport must have send(events, *, timeout=None) and close()")
@@ -95,28 +79,13 @@ class Client:
 
             self._measure = measure
 
+        made = transport_factory(config) if transport is None else None
+
         def make_transport() -> Transport:
-            if transport is not None:
+            if made is None:
+                assert transport is not None
                 return transport
-            destination = config.destination
-            if kafka is not None and isinstance(destination, Kafka):
-                return kafka(
-                    config.ingest_url,
-                    destination,
-                    timeout=config.timeout,
-                    connect_timeout=config.connect_timeout,
-                )
-            return HttpxTransport(
-                config.ingest_url,
-                config.api_key,
-                timeout=config.timeout,
-                connect_timeout=config.connect_timeout,
-                envelope=destination.envelope,
-                gzip=config.gzip,
-                content_type=destination.content_type,
-                auth=destination.headers(config.api_key),
-                session=destination.session(config.base_url),
-            )
+            return made()
 
         def make_journal() -> Journal:
             return Journal(

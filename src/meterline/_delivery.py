@@ -122,6 +122,11 @@ class Delivery(Outcomes):
         outcome = self._keep(batch, result)
         return RECOVERED if recovered and outcome == DONE else outcome
 
+    def try_send(self, items: list[Item], *, single: bool = False) -> Result:
+        """Send with the retry policy (one attempt when ``single``) and settle nothing: the
+        caller acts on the result (the relay, which keeps undelivered events in Kafka)."""
+        return self._send_with_retries(items, single=single)
+
     def _send_with_retries(self, items: list[Item], *, single: bool) -> Result:
         total = Result()
         pending = list(items)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from meterline._cli_backfill import add_backfill
 from meterline._cli_journal import add_journal
+from meterline._cli_relay import add_relay
 from meterline._cli_usage import add_usage
 from meterline._version import __version__
 from meterline.server import DEFAULT_GRACE_PERIOD, DEFAULT_MAX_BODY_BYTES, parse_duration
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_journal(subparsers)
     add_backfill(subparsers.choices["journal"])
     add_usage(subparsers)
+    add_relay(subparsers)
     return parser
 
 
