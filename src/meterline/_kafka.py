@@ -70,37 +70,9 @@ def check_settings(destination: Kafka) -> None:
     del probe
 
 
-class _Call:
-    """The delivery reports of one send(), filled in by librdkafka's callbacks."""
-
-    __slots__ = ("failed", "lock", "seen", "waiting")
-
-    def __init__(self, n: int) -> None:
-        self.waiting = n
-        self.seen = bytearray(n)
-        self.failed: dict[int, tuple[str, bool, str]] = {}
-        self.lock = threading.Lock()
-
-    def report(self, index: int, err: KafkaError | None) -> None:
-        with self.lock:
-            if self.seen[index]:
-                return
-            self.seen[index] = 1
-            if err is not None:
-                self.failed[index] = (err.name(), not _final(err), err.str())
-            self.waiting -= 1
-
-    def fail(self, index: int, name: str, retriable: bool, reason: str) -> None:
-        with self.lock:
-            if not self.seen[index]:
-                self.seen[index] = 1
-                self.failed[index] = (name, retriable, reason)
-                self.waiting -= 1
-
-
-def _final(err: KafkaError) -> bool:
+def _final(name: str) -> bool:
     """Whether a message's error is its own and final (else: another try may succeed)."""
-    return err.name() in ("MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "INVALID_MSG", "INVALID_RECORD")
+    return name in ("MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "INVALID_MSG", "INVALID_RECORD")
 
 
 class KafkaTransport:
@@ -127,16 +99,24 @@ class KafkaTransport:
             "message.timeout.ms": max(1, int(timeout * 1000)),
             "socket.connection.setup.timeout.ms": max(1000, int(connect_timeout * 1000)),
             "error_cb": self._on_error,
+            "on_delivery": self._on_delivery,
+            "delivery.report.only.error": True,
             "logger": _LOG,  # librdkafka's own lines, through logging rather than stderr
         }
         self._producer: Any = None
         self._broken = ""  # a fatal producer error: the next send makes a new producer
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._failed: dict[str, tuple[str, bool, str]] = {}
         self._clock = clock
         self.last_error = ""
         self.secrets = destination.secrets()
         with _LIVE_LOCK:
             _LIVE.append(self)
+        try:  # open now: an idempotent producer takes a while to get its producer id
+            self._producer_now()
+        except TransportError:
+            pass  # the first send tries again and reports it
 
     def __repr__(self) -> str:
         return f"KafkaTransport(topic={self._topic!r}, format={self._format.decode()!r})"
@@ -163,57 +143,59 @@ class KafkaTransport:
                     raise TransportError(f"kafka producer: {exc}") from None
             return self._producer
 
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        # Only failures are reported (delivery.report.only.error): a message without a
+        # report by the end of flush() was acknowledged by the broker.
+        if err is None:
+            return
+        key = ""
+        for name, value in msg.headers() or ():
+            if name == KEY_HEADER and isinstance(value, bytes):
+                key = value.decode("utf-8", "replace")
+        self._failed[key] = (err.name(), not _final(err.name()), err.str())
+
     def send(self, events: Sequence[bytes], *, timeout: float | None = None) -> Response:
+        with self._send_lock:  # flush() waits for every message: one batch at a time
+            return self._send(events, timeout)
+
+    def _send(self, events: Sequence[bytes], timeout: float | None) -> Response:
         producer = self._producer_now()
         limit = self._timeout if timeout is None else min(timeout, self._timeout)
         deadline = self._clock() + max(0.0, limit) + (_GRACE if timeout is None else 0.0)
-        call = _Call(len(events))
+        self._failed = failed = {}
+        keys: list[str] = []
         route = self._destination.route
-        topic, fmt = self._topic, self._format
-        for index, body in enumerate(events):
+        topic, fmt, produce = self._topic, self._format, producer.produce
+        for body in events:
             key, customer = route(body)
+            keys.append(key)
             headers = [(KEY_HEADER, key.encode()), (FORMAT_HEADER, fmt)]
-
-            def done(err: KafkaError | None, _msg: object, index: int = index) -> None:
-                call.report(index, err)
-
             while True:
                 try:
-                    producer.produce(topic, body, customer, headers=headers, on_delivery=done)
+                    produce(topic, body, customer, headers=headers)
                     break
                 except BufferError:  # librdkafka's own queue is full: let it drain
                     if self._clock() >= deadline:
-                        call.fail(index, "_QUEUE_FULL", True, "the producer's queue stayed full")
+                        failed[key] = ("_QUEUE_FULL", True, "the producer's queue stayed full")
                         break
                     producer.poll(0.01)
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args else None
-                    if isinstance(err, KafkaError):
-                        call.fail(index, err.name(), not _final(err), err.str())
-                    else:
-                        call.fail(index, "_UNKNOWN", True, str(exc))
+                    name = err.name() if isinstance(err, KafkaError) else "_UNKNOWN"
+                    failed[key] = (name, not _final(name), str(err.str() if err else exc))
                     break
-        producer.poll(0)
-        while call.waiting > 0:
-            left = deadline - self._clock()
-            if left <= 0:
-                break
-            producer.poll(min(_POLL, left))
-        return self._answer(call, len(events))
-
-    def _answer(self, call: _Call, n: int) -> Response:
-        with call.lock:
-            # A report after this is ignored: the message counts as not delivered.
-            seen = bytes(call.seen)
-            call.seen[:] = b"\x01" * n
-            failed = dict(call.failed)
-        if not failed and all(seen):
+        left = producer.flush(max(0.0, deadline - self._clock()))
+        if not left and not failed:
             return Response(200)
-        rows: list[list[object]] = [[i, *failed[i]] for i in sorted(failed)]
-        # No report by the deadline: the outcome is unknown. Another try (same key) is
-        # safe downstream, and the only way not to lose the message.
-        why = self.last_error or "no delivery report within the timeout"
-        rows += [[i, "_MSG_TIMED_OUT", True, why] for i in range(n) if not seen[i]]
+        rows: list[list[object]] = [[i, *failed[k]] for i, k in enumerate(keys) if k in failed]
+        if left:
+            # Reports still missing at the deadline: those messages' outcome is unknown and
+            # which they are cannot be told apart. All are sent again (the same keys) or
+            # journaled: the topic may hold some twice; the platform counts each once.
+            why = self.last_error or "no delivery report within the timeout"
+            rows += [
+                [i, "_MSG_TIMED_OUT", True, why] for i, k in enumerate(keys) if k not in failed
+            ]
         return Response(207, body=orjson.dumps({"failed": rows}))
 
     def close(self) -> None:
@@ -237,3 +219,4 @@ class KafkaTransport:
             _ORPHANS.append(self._producer)
         self._producer = None
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()

@@ -27,6 +27,7 @@ class Sender:
     def run(self) -> None:
         pipe = self._pipe
         try:
+            pipe.delivery.warm()
             self._loop()
         finally:
             pipe.sender_done()
