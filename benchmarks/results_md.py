@@ -28,6 +28,7 @@ from figures import (
     table_row,
 )
 from findings import meaning, targets
+from kafka_results import section as kafka
 
 
 def _steady(med: Med, meta: dict[str, Any]) -> list[str]:
@@ -249,6 +250,7 @@ def render(meta: dict[str, Any], results: Rows) -> str:
     lines += _targets(med)
     lines += _steady(med, meta)
     lines += destinations(results.get("destinations", []), meta)
+    lines += kafka(meta.get("kafka"))
     lines += _keeping(med, meta)
     lines += _web(med, meta)
     lines += _ratios(med)

@@ -12,6 +12,8 @@ their ratio is what the targets are about. After the first round, a run that wou
 past ``--budget`` seconds is skipped. Raw rows go to ``.bench/results.json``, logs to
 ``.bench/logs/``. The destinations stage (``dest_suite.py``) measures meterline once per
 destination in each of the first ``--runs`` rounds; ``--only destinations`` runs just it.
+The Kafka stage (``kafka_bench.py``, its own broker) runs once at the end; ``--only kafka``
+runs just it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def main() -> int:
         args.output.write_text(results_md.render(saved["meta"], saved["results"]))
         print(f"wrote {args.output} from {args.work / 'results.json'}")
         return 0
-    needed = {"meterline": "meterline"} if args.only == ["destinations"] else NEEDED
+    needed = NEEDED
+    if args.only and set(args.only) <= {"destinations", "kafka"}:
+        needed = {"meterline": "meterline", "confluent_kafka": "confluent-kafka"}
     missing = [dist for module, dist in needed.items() if find_spec(module) is None]
     if missing:
         print(f"missing {', '.join(missing)}: pip install -e '.[bench]'", file=sys.stderr)
@@ -88,6 +92,8 @@ def main() -> int:
                 took[(name, peer)] = time.monotonic() - t0
                 _log(started, f"{name} {peer} run {run + 1}: {_brief(results[name][-1])}")
 
+    if not args.only or "kafka" in args.only:
+        meta["kafka"] = kafka_stage(args, started)
     meta.update(
         skipped=skipped,
         wall_seconds=time.monotonic() - started,
@@ -102,6 +108,22 @@ def main() -> int:
     args.output.write_text(results_md.render(meta, results))
     _log(started, f"wrote {args.output}")
     return 0
+
+
+def kafka_stage(args: argparse.Namespace, started: float) -> dict[str, Any] | None:
+    """``kafka_bench.py`` in its own process (it starts its own broker and servers)."""
+    out = args.work / "kafka.json"
+    cmd = [sys.executable, str(HERE / "kafka_bench.py"), "--out", str(out)]
+    if args.quick:
+        cmd.append("--quick")
+    with (args.work / "logs" / "kafka.log").open("w") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=log, timeout=600).returncode
+    if code != 0 or not out.exists():
+        _log(started, f"kafka stage failed ({code}); see {args.work / 'logs' / 'kafka.log'}")
+        return None
+    doc: dict[str, Any] = json.loads(out.read_text())
+    _log(started, f"kafka stage: {doc['seconds']:.0f} s")
+    return doc
 
 
 def _arguments() -> argparse.Namespace:
