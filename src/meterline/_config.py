@@ -189,7 +189,10 @@ class Config:
         """16 bytes naming what a journal file may be replayed to: destination, ingest URL
         and credential, hashed one way. Written in every batch header; a replayer sends only
         files whose fingerprint is its own, so no batch is ever billed to another account."""
-        material = "\0".join(("meterline-journal-v1", self.destination.name, self.ingest_url))
+        parts = ["meterline-journal-v1", self.destination.name, self.ingest_url]
+        if isinstance(self.destination, Kafka):  # the bytes are the downstream's format
+            parts.append(f"format={self.destination.downstream.name}")
+        material = "\0".join(parts)
         key = (self.api_key or "").encode()
         return hashlib.sha256(material.encode() + b"\0" + key).digest()[:16]
 

@@ -93,6 +93,7 @@ class Delivery(Outcomes):
         self.deadline: float | None = None  # set by close(): no send may outlive it
         self.in_flight: Batch | None = None  # the live batch being sent (close copies it)
         self.in_flight_since = 0.0
+        self.answered = False  # a send got an answer: the connection is no longer cold
 
     # -- live path ---------------------------------------------------------------------
 
@@ -211,6 +212,7 @@ class Delivery(Outcomes):
             if self._transport is None:
                 self._transport = self._transport_factory()
             response = self._transport.send([it.body for it in items], timeout=timeout)
+            self.answered = True
             status = response.status
             if type(status) is not int:
                 raise TypeError(f"the transport's answer has a status of type {type(status)}")
@@ -336,5 +338,6 @@ class Delivery(Outcomes):
         """In a forked child: drop the parent's connection without I/O."""
         self._transport = None
         self.in_flight = None
+        self.answered = False
         if self.journal is not None:
             self.journal.after_fork_in_child()

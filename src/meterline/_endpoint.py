@@ -24,7 +24,7 @@ def transport_factory(config: Config) -> Callable[[], Transport]:
     now for what would make every send fail (confluent-kafka missing, a bad setting)."""
     destination = config.destination
     if isinstance(destination, Kafka):
-        kafka = kafka_transport(destination)
+        kafka = kafka_transport(destination, config.timeout)
         kafka_destination = destination
 
         def make_kafka() -> Transport:
@@ -53,7 +53,7 @@ def transport_factory(config: Config) -> Callable[[], Transport]:
     return make_http
 
 
-def kafka_transport(destination: Kafka) -> type[KafkaTransport]:
+def kafka_transport(destination: Kafka, timeout: float) -> type[KafkaTransport]:
     """The Kafka transport class, its settings checked by librdkafka."""
     try:
         from ._kafka import KafkaTransport, check_settings
@@ -61,5 +61,5 @@ def kafka_transport(destination: Kafka) -> type[KafkaTransport]:
         raise ConfigError(
             "the kafka destination needs confluent-kafka: pip install 'meterline[kafka]'"
         ) from None
-    check_settings(destination)
+    check_settings(destination, timeout)
     return KafkaTransport

@@ -24,18 +24,44 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ._response import Response
+from ._stats import RateLimitedLog
 from ._transport import TransportError
 from .destinations.kafka import FORMAT_HEADER, KEY_HEADER, Kafka, parse_kafka_url
 
 __all__ = ["KafkaTransport", "check_settings"]
 
 _LOG = logging.getLogger("meterline.kafka")
+
+
+class _QuietLog:
+    """librdkafka's own log lines into ``meterline.kafka``, each kind at most once a minute
+    (a broker that is down makes it log every reconnection attempt, many a second)."""
+
+    def __init__(self) -> None:
+        self._limit = RateLimitedLog()
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        try:
+            self._log(level, msg, *args)
+        except BaseException:  # noqa: BLE001, S110 - never raise into librdkafka
+            pass
+
+    def _log(self, level: int, msg: str, *args: object) -> None:
+        if not _LOG.isEnabledFor(level):
+            return
+        text = msg % args if args else msg
+        # "FAIL [thrd:...]: 127.0.0.1:9092/bootstrap: Connect ... failed": one kind per
+        # facility and broker, so that a new kind of trouble still shows at once.
+        kind = text.split("]", 1)[0][:80]
+        self._limit.log(level, kind, "meterline.kafka: %s", text)
+
+
 _GRACE = 1.0  # seconds past message.timeout.ms to wait for the last reports
 _POLL = 0.05
 _LIVE: list[KafkaTransport] = []  # this process's transports, found again after a fork
@@ -54,13 +80,17 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def check_settings(destination: Kafka) -> None:
-    """Let librdkafka check the settings now (a producer with no broker does no I/O), so
-    that a bad one is a ``ConfigError`` at ``Client()`` rather than a log line later."""
+def check_settings(destination: Kafka, timeout: float) -> None:
+    """Let librdkafka check the settings now, with the timeout they will run with (a
+    producer with no broker does no I/O), so that a bad one is a ``ConfigError`` at
+    ``Client()`` rather than a log line later."""
     from ._errors import ConfigError
 
+    settings = {**destination.settings(), "bootstrap.servers": "", "log_level": 0}
+    settings["message.timeout.ms"] = max(1, int(timeout * 1000))
+    settings.pop("debug", None)  # its lines would go to stderr, not to logging
     try:
-        probe = Producer({**destination.settings(), "bootstrap.servers": "", "log_level": 0})
+        probe = Producer(settings)
     except (KafkaException, TypeError, ValueError) as exc:
         text = str(exc)
         for secret in destination.secrets():
@@ -68,6 +98,21 @@ def check_settings(destination: Kafka) -> None:
         raise ConfigError(f"producer_config refused by librdkafka: {text}") from None
     probe.flush(0)
     del probe
+
+
+# Errors after which an idempotent producer writes no more (librdkafka may report them
+# without marking them fatal): the next send opens a new producer.
+_BROKEN: Final = frozenset(
+    {
+        "_FATAL",
+        "_FENCED",
+        "PRODUCER_FENCED",
+        "UNKNOWN_PRODUCER_ID",
+        "OUT_OF_ORDER_SEQUENCE_NUMBER",
+        "INVALID_PRODUCER_EPOCH",
+        "INVALID_PRODUCER_ID_MAPPING",
+    }
+)
 
 
 def _final(name: str) -> bool:
@@ -101,13 +146,14 @@ class KafkaTransport:
             "error_cb": self._on_error,
             "on_delivery": self._on_delivery,
             "delivery.report.only.error": True,
-            "logger": _LOG,  # librdkafka's own lines, through logging rather than stderr
+            "logger": _QuietLog(),  # librdkafka's lines, through logging, not stderr
         }
         self._producer: Any = None
         self._broken = ""  # a fatal producer error: the next send makes a new producer
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._failed: dict[str, tuple[str, bool, str]] = {}
+        self._failed_unplaced = ""
         self._clock = clock
         self.last_error = ""
         self.secrets = destination.secrets()
@@ -124,9 +170,12 @@ class KafkaTransport:
     def _on_error(self, err: KafkaError) -> None:
         # librdkafka's own errors (a broker down, all brokers down, a fatal idempotence
         # error); messages report their own. Kept for the next delivery error's detail.
-        self.last_error = f"{err.name()}: {err.str()}"
-        if err.fatal():
-            self._broken = self.last_error
+        try:
+            self.last_error = f"{err.name()}: {err.str()}"
+            if err.fatal() or err.name() in _BROKEN:
+                self._broken = self.last_error
+        except BaseException:  # noqa: BLE001 - never raise into librdkafka
+            self._broken = self._broken or "an error report could not be read"
 
     def _producer_now(self) -> Any:
         with self._lock:
@@ -145,14 +194,24 @@ class KafkaTransport:
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         # Only failures are reported (delivery.report.only.error): a message without a
-        # report by the end of flush() was acknowledged by the broker.
+        # report by the end of flush() was acknowledged by the broker. A report carries no
+        # headers: the key is read again from the value.
         if err is None:
             return
-        key = ""
-        for name, value in msg.headers() or ():
-            if name == KEY_HEADER and isinstance(value, bytes):
-                key = value.decode("utf-8", "replace")
-        self._failed[key] = (err.name(), not _final(err.name()), err.str())
+        try:  # an exception escaping a librdkafka callback would surface somewhere else
+            name = err.name()
+            if err.fatal() or name in _BROKEN:
+                self._broken = f"{name}: {err.str()}"
+            try:
+                key, _ = self._destination.route(msg.value() or b"")
+            except (ValueError, TypeError, AttributeError):
+                key = ""
+            if key:
+                self._failed[key] = (name, not _final(name), err.str())
+            else:  # a failure we cannot place: no message of this batch counts as delivered
+                self._failed_unplaced = f"{name}: {err.str()}"
+        except BaseException:  # noqa: BLE001 - counted as a failure nobody can place
+            self._failed_unplaced = "a delivery report could not be read"
 
     def send(self, events: Sequence[bytes], *, timeout: float | None = None) -> Response:
         with self._send_lock:  # flush() waits for every message: one batch at a time
@@ -163,40 +222,60 @@ class KafkaTransport:
         limit = self._timeout if timeout is None else min(timeout, self._timeout)
         deadline = self._clock() + max(0.0, limit) + (_GRACE if timeout is None else 0.0)
         self._failed = failed = {}
+        self._failed_unplaced = ""
         keys: list[str] = []
         route = self._destination.route
         topic, fmt, produce = self._topic, self._format, producer.produce
-        for body in events:
-            key, customer = route(body)
-            keys.append(key)
-            headers = [(KEY_HEADER, key.encode()), (FORMAT_HEADER, fmt)]
-            while True:
-                try:
-                    produce(topic, body, customer, headers=headers)
-                    break
-                except BufferError:  # librdkafka's own queue is full: let it drain
-                    if self._clock() >= deadline:
-                        failed[key] = ("_QUEUE_FULL", True, "the producer's queue stayed full")
+        unknown = ""
+        try:
+            for body in events:
+                key, customer = route(body)
+                keys.append(key)
+                headers = [(KEY_HEADER, key.encode()), (FORMAT_HEADER, fmt)]
+                while True:
+                    try:
+                        produce(topic, body, customer, headers=headers)
                         break
-                    producer.poll(0.01)
-                except KafkaException as exc:
-                    err = exc.args[0] if exc.args else None
-                    name = err.name() if isinstance(err, KafkaError) else "_UNKNOWN"
-                    failed[key] = (name, not _final(name), str(err.str() if err else exc))
-                    break
-        left = producer.flush(max(0.0, deadline - self._clock()))
-        if not left and not failed:
+                    except BufferError:  # librdkafka's own queue is full: let it drain
+                        if self._clock() >= deadline:
+                            failed[key] = ("_QUEUE_FULL", True, "the producer's queue stayed full")
+                            break
+                        producer.poll(0.01)
+                    except KafkaException as exc:
+                        name, reason = self._kafka_error(exc)
+                        failed[key] = (name, not _final(name), reason)
+                        break
+            left = producer.flush(max(0.0, deadline - self._clock()))
+        except KafkaException as exc:  # a fatal error raised by poll() or flush()
+            name, reason = self._kafka_error(exc)
+            unknown, left = f"{name}: {reason}", len(events)
+        except SystemError as exc:  # confluent-kafka's flush() after a fatal error
+            self._broken = unknown = f"the producer failed: {exc}"
+            left = len(events)
+        if not left and not failed and not self._failed_unplaced:
             return Response(200)
         rows: list[list[object]] = [[i, *failed[k]] for i, k in enumerate(keys) if k in failed]
-        if left:
-            # Reports still missing at the deadline: those messages' outcome is unknown and
-            # which they are cannot be told apart. All are sent again (the same keys) or
-            # journaled: the topic may hold some twice; the platform counts each once.
-            why = self.last_error or "no delivery report within the timeout"
+        if left or self._failed_unplaced or unknown:
+            # Reports missing at the deadline (or one that could not be placed): those
+            # messages' outcome is unknown and which they are cannot be told apart. All are
+            # sent again (the same keys) or journaled: the topic may hold some twice; the
+            # platform counts each once.
+            why = unknown or self._failed_unplaced or self.last_error
+            why = why or "no delivery report within the timeout"
             rows += [
-                [i, "_MSG_TIMED_OUT", True, why] for i, k in enumerate(keys) if k not in failed
+                [i, "_MSG_TIMED_OUT", True, why]
+                for i in range(len(events))
+                if i >= len(keys) or keys[i] not in failed
             ]
         return Response(207, body=orjson.dumps({"failed": rows}))
+
+    def _kafka_error(self, exc: KafkaException) -> tuple[str, str]:
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, KafkaError):
+            return "_UNKNOWN", str(exc)
+        if err.fatal() or err.name() in _BROKEN:  # this producer writes no more: the next
+            self._broken = f"{err.name()}: {err.str()}"  # send makes a new one
+        return err.name(), err.str()
 
     def close(self) -> None:
         with _LIVE_LOCK:

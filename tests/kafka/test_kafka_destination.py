@@ -229,11 +229,6 @@ def test_settings_librdkafka_refuses_fail_at_client(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: check_settings() probes without message.timeout.ms, so a linger.ms above "
-    "timeout= passes Client() and every send then fails to create its producer",
-)
 def test_linger_longer_than_the_timeout_fails_at_client(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         meterline.Client(
@@ -410,12 +405,6 @@ def test_broker_killed_mid_run_every_event_counted_and_journaled_ones_on_disk(
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a fatal idempotent-producer error (UNKNOWN_PRODUCER_ID from a broker that "
-    "lost the producer's state) is raised by librdkafka's poll()/flush() instead of reaching "
-    "error_cb, so KafkaTransport never replaces the producer: every later send fails",
-)
 def test_producer_recovers_when_the_broker_lost_its_state(
     brokers: Callable[..., Broker], kafka_client: MakeClient, journal_dir: Path
 ) -> None:

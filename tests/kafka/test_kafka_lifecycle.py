@@ -68,7 +68,6 @@ def test_exit_without_close_loses_nothing(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=False, reason=COLD_CLOSE_BUG)
 def test_exit_without_close_delivers_everything_to_a_healthy_broker(
     broker: Broker, topic: str, journal_dir: Path, procs: list[Proc]
 ) -> None:
@@ -80,7 +79,6 @@ def test_exit_without_close_delivers_everything_to_a_healthy_broker(
     assert ready_events(journal_dir) == 0  # delivered, not merely journaled
 
 
-@pytest.mark.xfail(strict=False, reason=COLD_CLOSE_BUG)
 def test_close_delivers_everything_to_a_healthy_broker(
     broker: Broker, topic: str, journal_dir: Path
 ) -> None:

@@ -15,7 +15,7 @@ from meterline import ConfigError
 from meterline._event import validate
 from meterline._response import Response
 from meterline.destinations import Kafka
-from meterline.destinations._base import ACCEPTED, REFUSED
+from meterline.destinations._base import ACCEPTED, REFUSED, RETRY
 from meterline.destinations.kafka import parse_kafka_url
 from meterline.destinations.orb import Orb
 from tests.kafka.helpers import journal_events, read_topic, topic_keys
@@ -88,10 +88,19 @@ def test_a_refusal_for_some_messages_only_retries_those() -> None:
     assert not answer.rejected
 
 
-def test_an_unreadable_report_is_refused_not_delivered() -> None:
-    for body in (b"<html>", b"{}", b'{"failed": 3}'):
+def test_an_unreadable_report_is_retried_never_delivered() -> None:
+    bodies = (
+        b"<html>",
+        b"{}",
+        b'{"failed": 3}',
+        b'{"failed": []}',  # a 207 naming no failure is not a delivery either
+        b'{"failed": [[9, "X", true, "index out of the batch"]]}',
+        b'{"failed": [["0", "X", true, "index not an int"]]}',
+        b'{"failed": [[0, "X"]]}',
+    )
+    for body in bodies:
         answer = Kafka().read(Response(207, body=body), KEYS)
-        assert answer.kind == REFUSED, body
+        assert answer.kind == RETRY, body
 
 
 def test_the_transport_reports_every_message_it_could_not_deliver() -> None:

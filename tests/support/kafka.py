@@ -65,7 +65,15 @@ class Broker:
         env = {k: v for k, v in os.environ.items() if k not in _STRIPPED}
         out: Any = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         url = f"tcp://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
+        try:
+            self.proc = self._popen(url, env, out)
+        finally:
+            if self.log:
+                out.close()  # the child has its own copy of the descriptor
+        return self._wait(deadline)
+
+    def _popen(self, url: str, env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 str(tansu_binary()),
                 "broker",
@@ -81,6 +89,9 @@ class Broker:
             stderr=out,
             start_new_session=True,
         )
+
+    def _wait(self, deadline: float) -> Broker:
+        assert self.proc is not None
         admin = self.admin()
         end = time.monotonic() + deadline
         while True:
@@ -95,7 +106,9 @@ class Broker:
                     raise RuntimeError("tansu did not answer within the deadline") from None
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.address, "socket.timeout.ms": 2000})
+        return AdminClient(
+            {"bootstrap.servers": self.address, "socket.timeout.ms": 2000, "log_level": 0}
+        )
 
     def create_topic(self, name: str | None = None, partitions: int = 4) -> str:
         name = name or f"t-{uuid.uuid4().hex[:10]}"
@@ -125,25 +138,26 @@ class Broker:
             self.kill()
 
 
-def read_all(
-    broker: Broker, topic: str, *, expect: int, deadline: float = 30.0
-) -> list[Any]:
-    """Every message of ``topic`` from the start (a fresh group), until ``expect`` were read
-    or the deadline passed."""
+def read_all(broker: Broker, topic: str, *, expect: int, deadline: float = 30.0) -> list[Any]:
+    """Every message of ``topic`` from offset 0 (partitions assigned, not subscribed: no
+    group to form), until ``expect`` were read or the deadline passed."""
     consumer = Consumer(
         {
             "bootstrap.servers": broker.address,
             "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+            "log_level": 0,
         }
     )
-    consumer.subscribe([topic])
     found: list[Any] = []
     end = time.monotonic() + deadline
     try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = sorted(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         while len(found) < expect and time.monotonic() < end:
-            for msg in consumer.consume(1000, timeout=0.5):
+            for msg in consumer.consume(1000, timeout=0.2):
                 err = msg.error()
                 if err is None:
                     found.append(msg)

@@ -126,9 +126,10 @@ class Closing:
             self.journal_rest()
             self.finish()
             return True
-        if pipe.delivery.in_flight is not None and now - pipe.delivery.in_flight_since > min(
-            _STUCK, self.bound / 4
-        ):
+        # A first send opens the connection (TLS, or a Kafka producer's id: about a second):
+        # it gets half the bound before it counts as stuck, later sends 0.5 s.
+        stuck = min(_STUCK, self.bound / 4) if pipe.delivery.answered else self.bound / 2
+        if pipe.delivery.in_flight is not None and now - pipe.delivery.in_flight_since > stuck:
             self._journal_waiting()  # the endpoint is slow or hung: what waits goes to disk now
         if self.inline:  # no sender thread (interpreter shutdown): send from here
             batch = pipe.take_batch()

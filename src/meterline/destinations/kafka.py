@@ -25,7 +25,7 @@ from meterline._errors import ConfigError
 from meterline._event import Pending
 from meterline._response import Response
 
-from ._base import ACCEPTED, REFUSED, Answer, Destination, Session
+from ._base import ACCEPTED, REFUSED, RETRY, Answer, Destination, Session
 
 __all__ = [
     "FORMAT_HEADER",
@@ -262,14 +262,19 @@ class Kafka:
             return Answer(ACCEPTED)
         doc = response.json()
         failed = doc.get("failed") if isinstance(doc, dict) else None
-        if not isinstance(failed, list):
-            return Answer(REFUSED, detail=f"kafka: unreadable delivery report ({response.status})")
+        if not isinstance(failed, list) or not failed:
+            # Not what the transport writes: nothing in this batch counts as delivered.
+            return Answer(RETRY, detail=f"kafka: unreadable delivery report ({response.status})")
         rejected: dict[str, list[str]] = {}
         retry: set[str] = set()
         refused: list[str] = []
         details: list[str] = []
         for entry in failed:
+            if not (isinstance(entry, list) and len(entry) == 4 and type(entry[0]) is int):
+                return Answer(RETRY, detail="kafka: unreadable delivery report")
             index, name, retriable, reason = entry
+            if not 0 <= index < len(keys):
+                return Answer(RETRY, detail="kafka: unreadable delivery report")
             key = keys[index]
             if name in _MESSAGE_ERRORS and not retriable:
                 rejected[key] = [f"kafka {name}: {reason}"]
