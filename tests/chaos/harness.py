@@ -5,7 +5,9 @@ incarnations one after the other (the lineages side by side), kills those the pl
 with ``kill -9`` (their whole process group, forked children included) at the drawn
 moment, then heals the server, replays every journal in a recovery process and hands all
 the evidence to ``check``. Every process is started in a session of its own and killed with
-its group on the way out, whatever happened.
+its group on the way out, whatever happened. With ``destination="kafka"`` the children
+produce to a real broker and two relays ship the topic to the server (``kafka_mode``); the
+server heals only after the children's recovery, and the relays must then drain the topic.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.chaos import check, journal_view
 from tests.chaos.dialects import DIALECT_LIMITS
-from tests.chaos.plan import Incarnation, Lineage, Plan, draw
+from tests.chaos.plan import Incarnation, Lineage, Plan, draw, draw_kafka
 from tests.chaos.server import ChaosServer
+
+if TYPE_CHECKING:
+    from tests.chaos.kafka_mode import KafkaSide
 
 ROOT = Path(__file__).resolve().parents[2]
 WAL_WINDOW = 0.05  # seconds: what kill -9 may cost in write_ahead mode (DESIGN §3)
@@ -70,6 +75,18 @@ class Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
     errors: list[str] = field(default_factory=list)
     stopping: bool = False  # set by kill_all(): no process starts after it
+    kafka: KafkaSide | None = None  # destination "kafka": the broker and the relays
+
+    @property
+    def url(self) -> str:
+        return self.kafka.url if self.kafka is not None else self.server.base_url
+
+    @property
+    def destination(self) -> str:
+        return "kafka" if self.kafka is not None else self.server.dialect.name
+
+    def api_key(self, lin: Lineage) -> str | None:
+        return None if self.kafka is not None else lin.api_key  # Kafka takes no key
 
     def start(self, name: str, spec: dict[str, Any]) -> Started:
         with self.lock:
@@ -146,10 +163,10 @@ def _run_incarnation(run: Run, lin: Lineage, inc: Incarnation, seed: int) -> Non
     spec = {
         "role": "run",
         "name": inc.name,
-        "url": run.server.base_url,
-        "destination": run.server.dialect.name,
+        "url": run.url,
+        "destination": run.destination,
         "journal_dir": str(run.out / lin.journal),
-        "api_key": lin.api_key,
+        "api_key": run.api_key(lin),
         "options": inc.options,
         "proc": {"actions": inc.proc.actions, "end": inc.proc.end},
         "seed": seed,
@@ -189,19 +206,19 @@ def _run_lineage(run: Run, lin: Lineage, index: int, seed: int) -> None:
 
 def _recover(run: Run) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str | None]] = set()
     for lin in run.plan.lineages:
-        if (lin.journal, lin.api_key) in seen:
+        if (lin.journal, run.api_key(lin)) in seen:
             continue
-        seen.add((lin.journal, lin.api_key))
+        seen.add((lin.journal, run.api_key(lin)))
         name = f"{lin.name}.recover"
         spec = {
             "role": "recover",
             "name": name,
-            "url": run.server.base_url,
-            "destination": run.server.dialect.name,
+            "url": run.url,
+            "destination": run.destination,
             "journal_dir": str(run.out / lin.journal),
-            "api_key": lin.api_key,
+            "api_key": run.api_key(lin),
             "options": {
                 "flush_interval": 0.05,
                 "shutdown_timeout": 5.0,
@@ -239,7 +256,16 @@ def _keep_evidence(run: Run) -> None:
         for p in run.procs.values()
     }
     (run.out / "procs.json").write_text(json.dumps(procs, indent=1))
-    (run.out / "plan.txt").write_text(run.plan.describe() + "\n")
+    if run.kafka is not None:
+        (run.out / "kafka.json").write_text(json.dumps(run.kafka.describe(), indent=1))
+    (run.out / "plan.txt").write_text(_describe(run) + "\n")
+
+
+def _describe(run: Run) -> str:
+    text = run.plan.describe()
+    if run.kafka is not None:
+        text += "\n" + run.kafka.plan.describe()
+    return text
 
 
 def run_one(
@@ -257,32 +283,60 @@ def run_one(
     ``lie_every``: the server forgets every n-th acknowledged batch (a checker self-test).
     ``src``: the folder the children import meterline from (default: this checkout's).
     ``destination``: the vendor the server speaks and the clients ship to."""
+    kafka_mode = destination == "kafka"
     plan = draw(seed, scenario, max_batch=DIALECT_LIMITS.get(destination, 500))
     out = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-", dir=workdir))
+    relay_key = f"chaos-relay-{seed}-{seed * 7919 % 16**6:06x}"
     server = ChaosServer(
         seed=seed ^ 0x5EED,
         phases=plan.phases,
-        api_keys={lin.api_key for lin in plan.lineages},
+        api_keys={relay_key} if kafka_mode else {lin.api_key for lin in plan.lineages},
         reject_salt=str(seed),
         reject_permille=plan.reject_permille,
         lie_every=lie_every,
-        dialect=destination,
+        dialect="orb" if kafka_mode else destination,
     )
     run = Run(plan, out, server, wal_window, Path(src) if src else ROOT / "src")
     t0 = time.monotonic()
     result: dict[str, Any]
     try:
+        if kafka_mode:
+            from tests.chaos.kafka_mode import KafkaSide
+
+            run.kafka = KafkaSide(
+                draw_kafka(seed), out, server.base_url, relay_key, child_env(run.src), ROOT
+            )
+            run.kafka.start()
         threads = [
             threading.Thread(target=_run_lineage, args=(run, lin, i, seed), daemon=True)
             for i, lin in enumerate(plan.lineages)
         ]
+        if run.kafka is not None:
+            run.kafka.begin_schedule()  # its moments count from the children's start
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        server.heal()
+        if run.kafka is None:
+            server.heal()
+        else:  # the relays meet the server's faults until the children's recovery is done
+            run.kafka.end_schedule()
         recovered = _recover(run)
-        views = {lin.journal: journal_view.read(str(out / lin.journal)) for lin in plan.lineages}
+        server.heal()
+        journals = {lin.journal for lin in plan.lineages}
+        kafka_evidence: dict[str, Any] | None = None
+        if run.kafka is not None:
+            topic = run.kafka.read_topic()  # the children are done: the topic is whole
+            run.kafka.drain(lambda: len(server.requests))
+            run.kafka.stop()
+            kafka_evidence = {
+                "side": run.kafka,
+                "relay_key": relay_key,
+                "topic": topic,
+                "journals": sorted({r.journal for r in run.kafka.relays}),
+            }
+            journals |= {r.journal for r in run.kafka.relays}
+        views = {name: journal_view.read(str(out / name)) for name in sorted(journals)}
         result = check.check(
             plan=plan,
             out=out,
@@ -291,16 +345,19 @@ def run_one(
             views=views,
             recovered=recovered,
             wal_window=wal_window,
-            harness_errors=run.errors,
+            harness_errors=run.errors + (run.kafka.errors if run.kafka is not None else []),
+            kafka=kafka_evidence,
         )
     finally:
         run.kill_all()
+        if run.kafka is not None:
+            run.kafka.teardown()
         server.stop()
     result["seconds"] = round(time.monotonic() - t0, 2)
     result["seed"] = seed
     result["scenario"] = plan.scenario
     result["destination"] = destination
-    result["plan"] = plan.describe()
+    result["plan"] = _describe(run)
     if result["violations"] or keep:
         _keep_evidence(run)
         result["kept"] = str(out)

@@ -224,3 +224,50 @@ def _proc(rng: random.Random, fork_p: float, *, depth: int) -> Proc:
         actions.insert(0, {"do": "burst", "n": rng.choice([5, 50]), "gap": 0.0})
     end = rng.choices(ENDS, weights=[4, 3, 2])[0]
     return Proc(actions, end)
+
+
+@dataclass
+class KafkaPlan:
+    """The Kafka side of a run with ``destination="kafka"``: the children produce to a
+    real broker and two ``meterline relay`` processes ship the topic to the chaos server.
+    Moments are seconds after the run started: the relay killed with ``kill -9`` and when
+    it comes back, and the windows in which the broker is frozen (SIGSTOP, then SIGCONT:
+    unreachable, its memory-only data kept)."""
+
+    relays: int
+    batch_events: int  # the relays' --batch-events: smaller, more requests meet the faults
+    kill_relay: int
+    kill_at: float
+    restart_after: float
+    broker_stops: list[tuple[float, float]]
+
+    def describe(self) -> str:
+        stops = ", ".join(f"at {a:.1f}s for {d:.1f}s" for a, d in self.broker_stops)
+        return (
+            f"  kafka: {self.relays} relays of batches of {self.batch_events}; "
+            f"relay r{self.kill_relay} kill -9 at "
+            f"{self.kill_at:.1f}s, back {self.restart_after:.1f}s later; broker frozen: "
+            + (stops or "never")
+        )
+
+
+def draw_kafka(seed: int) -> KafkaPlan:
+    """The Kafka side of run ``seed``, from a generator of its own (the children's plan is
+    the same as for any other destination)."""
+    rng = random.Random(seed ^ 0x6B61666B61)
+    stops: list[tuple[float, float]] = []
+    if rng.random() < 0.75:
+        at = rng.uniform(0.2, 3.0)
+        for _ in range(rng.choice([1, 1, 2])):
+            duration = round(rng.uniform(0.5, 3.0), 2)
+            stops.append((round(at, 2), duration))
+            at += duration + rng.uniform(0.3, 2.5)
+    batch_events = rng.choice([20, 100, 500])
+    return KafkaPlan(
+        relays=2,
+        batch_events=batch_events,
+        kill_relay=rng.randrange(2),
+        kill_at=round(rng.uniform(0.3, 5.0), 2),
+        restart_after=round(rng.choice([0.0, rng.uniform(0.1, 1.5)]), 2),
+        broker_stops=stops,
+    )

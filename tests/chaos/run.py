@@ -6,7 +6,9 @@ together and every violation with the seed and scenario to re-run it with (``--r
 --seed X --scenario Y --keep`` keeps the run's folder: logs, stats, journals, the
 server's arrivals). ``--src DIR`` runs the children against another copy of meterline.
 ``--destination NAME`` speaks one vendor's API (server and clients); ``all`` (the default)
-gives seed S the vendor ``DESTINATIONS[S % 5]``, so a long run covers all five.
+gives seed S the destination ``DESTINATIONS[S % 6]``, so a long run covers all five vendors
+and ``kafka`` (the children produce to a real broker; two ``meterline relay`` processes ship
+the topic to the server, one killed with ``kill -9`` and restarted, the broker frozen).
 Exits 1 if any run found a violation.
 """
 
@@ -24,7 +26,7 @@ from tests.chaos.dialects import DIALECTS
 from tests.chaos.harness import WAL_WINDOW, run_one
 from tests.chaos.plan import SCENARIOS
 
-DESTINATIONS = list(DIALECTS)
+DESTINATIONS = [*DIALECTS, "kafka"]  # kafka: a real broker, relays ship it to the server
 
 
 def destination_of(seed: int, choice: str) -> str:
@@ -169,6 +171,12 @@ def _summary(results: list[dict[str, Any]], seconds: float) -> None:
         ("kills (kill -9)", "kills"),
         ("restarts", "restarts"),
         ("forks", "forks"),
+        ("in Kafka (topic keys)", "kafka keys"),
+        ("  duplicate messages", "kafka duplicate messages"),
+        ("relay delivered", "relay delivered"),
+        ("relay rejected", "relay rejected"),
+        ("relay kills (kill -9)", "relay kills"),
+        ("broker freezes (STOP)", "broker freezes"),
         ("requests", "requests"),
         ("  cut short (body)", "requests cut short"),
     ]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.harness import run_one
-from tests.chaos.plan import draw
+from tests.chaos.plan import draw, draw_kafka
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +131,22 @@ def test_every_destination_keeps_every_guarantee_under_chaos(destination, seed, 
     assert result["destination"] == destination
     if destination == "stripe":
         assert result["figures"]["events delivered"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_kafka_and_relays_keep_every_guarantee_under_chaos(tmp_path):
+    """Processes produce to a real broker (frozen with SIGSTOP for a while, its data kept),
+    one is killed with kill -9 and restarted, and two relays ship the topic to the chaos
+    server through its outages, portals and 429 storms, one of them killed with kill -9
+    and restarted: every accepted event reaches the server, a relay's rejected/ or a
+    journal, or is counted dropped; the relays keep nothing in ready/ and stop on SIGTERM."""
+    f = _features(107)
+    assert f["scenario"] == "write_ahead"
+    assert f["kills"]
+    assert f["forks"]
+    assert draw_kafka(107).broker_stops
+    figures = _run(107, tmp_path, "kafka")["figures"]
+    assert figures["relay kills"] == 1
+    assert figures["broker freezes"] >= 1
+    assert figures["kafka keys"] > 0
+    assert figures["events delivered"] > 0
