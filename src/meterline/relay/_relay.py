@@ -579,10 +579,12 @@ class Relay:
             for p in assigned:
                 try:
                     tp = TopicPartition(self.topic, p)
-                    _low, high = consumer.get_watermark_offsets(tp, cached=True)
+                    low, high = consumer.get_watermark_offsets(tp, cached=True)
                     done = committed.get(p)
                     if done is None:
                         done = consumer.position([tp])[0].offset
+                    if done is None or done < 0:  # nothing consumed or committed here yet
+                        done = low
                 except (KafkaException, RuntimeError, IndexError):
                     continue
                 if high is not None and high >= 0 and done is not None and done >= 0:
