@@ -14,6 +14,7 @@ another destination's format); 1 anything else.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from typing import Any
@@ -63,11 +64,21 @@ def add_relay(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="do not share 429 pauses with the group through <topic>.meterline-pause",
     )
+    parser.add_argument("--verbose", action="store_true", help="log at INFO, not WARNING")
     parser.set_defaults(handler=_relay)
 
 
 def _relay(args: argparse.Namespace) -> int:
-    from meterline._errors import ConfigError
+    from meterline._errors import ConfigError, MeterlineError
+
+    # meterline's warnings (events held, rejected, a broker that does not answer) on stderr
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     try:
         from meterline.relay import Relay, RelayStats
@@ -80,7 +91,11 @@ def _relay(args: argparse.Namespace) -> int:
     for item in args.consumer_config:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            print(f"meterline relay: --consumer-config {item!r} is not KEY=VALUE", file=sys.stderr)
+            shown = item.split(":", 1)[0].split(" ", 1)[0][:60]  # never the value
+            print(
+                f"meterline relay: --consumer-config {shown!r}... is not KEY=VALUE",
+                file=sys.stderr,
+            )
             return 2
         settings[name.strip()] = value
     options: dict[str, Any] = {"shutdown_timeout": args.shutdown_timeout}
@@ -128,6 +143,9 @@ def _relay(args: argparse.Namespace) -> int:
     try:
         final = relay.run()
     except ConfigError as exc:
+        print(f"meterline relay: {exc}", file=sys.stderr)
+        return 2
+    except MeterlineError as exc:  # the journal directory cannot be used, say
         print(f"meterline relay: {exc}", file=sys.stderr)
         return 2
     progress(final)

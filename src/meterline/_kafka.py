@@ -139,10 +139,10 @@ class KafkaTransport:
         self._timeout = timeout
         self._settings: dict[str, Any] = {
             "client.id": "meterline",
+            "socket.connection.setup.timeout.ms": max(1000, int(connect_timeout * 1000)),
             **destination.settings(),
             "bootstrap.servers": parsed.bootstrap,
             "message.timeout.ms": max(1, int(timeout * 1000)),
-            "socket.connection.setup.timeout.ms": max(1000, int(connect_timeout * 1000)),
             "error_cb": self._on_error,
             "on_delivery": self._on_delivery,
             "delivery.report.only.error": True,

@@ -33,6 +33,7 @@ __all__ = [
     "Kafka",
     "KafkaURL",
     "parse_kafka_url",
+    "secret_setting",
 ]
 
 DEFAULT_BASE_URL: Final = "kafka://127.0.0.1:9092"
@@ -41,8 +42,8 @@ KEY_HEADER: Final = "meterline-idempotency-key"
 FORMAT_HEADER: Final = "meterline-format"
 
 # Kafka's own rule for topic names.
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_BROKER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+_TOPIC = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,249}")  # not "." or ".."
+_BROKER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})")
 
 # Errors that belong to one message and that no retry fixes: it is rejected, with the reason.
 _MESSAGE_ERRORS: Final = frozenset(
@@ -118,7 +119,7 @@ def parse_kafka_url(url: object, *, what: str = "base_url") -> KafkaURL:
         raise ConfigError(f"{what} names no broker: {url!r}")
     for broker in brokers:
         match = _BROKER.fullmatch(broker)
-        if match is None or not 0 < int(match.group(2)) < 65536:
+        if match is None or not 0 < int(match.group(3)) < 65536:
             raise ConfigError(f"{what}: {broker!r} is not host:port")
     topic = path.strip("/") or None
     if topic is not None and not _TOPIC.fullmatch(topic):
@@ -289,9 +290,21 @@ class Kafka:
         return Answer(ACCEPTED, rejected=rejected, retry=frozenset(retry), detail=detail)
 
 
-def _secret(name: str) -> bool:
+def secret_setting(name: str) -> bool:
+    """Whether a librdkafka setting's value is a secret: every ``sasl.*`` setting but the
+    mechanism and the user name (OAuth configs and extensions hold client secrets), and any
+    whose name says password, secret, token, key, credential or jaas."""
     low = name.lower()
+    if low.startswith("sasl.") and low not in (
+        "sasl.mechanism",
+        "sasl.mechanisms",
+        "sasl.username",
+    ):
+        return True
     return any(word in low for word in _SECRET_WORDS)
+
+
+_secret = secret_setting
 
 
 def _customer(downstream: Destination, doc: Any) -> str | None:

@@ -10,6 +10,7 @@ read the control topic works alone (each member still honours its own 429s) and 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -27,10 +28,19 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-__all__ = ["GroupPause", "client_settings"]
+__all__ = ["GroupPause", "client_settings", "pause_topic"]
 
 _LOG = logging.getLogger("meterline.relay")
 _CLIENT_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker.")
+
+
+def pause_topic(topic: str) -> str:
+    """``<topic>.meterline-pause``; for a name too long for that, a hash of it (never a cut,
+    which could be the billing topic itself or another's)."""
+    name = f"{topic}.meterline-pause"
+    if len(name) <= 249:
+        return name
+    return f"meterline-pause.{hashlib.sha256(topic.encode()).hexdigest()[:32]}"
 
 
 def client_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,7 +62,7 @@ class GroupPause:
         cap: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.topic = f"{topic}.meterline-pause"[:249]
+        self.topic = pause_topic(topic)
         self._group = group
         self._cap = cap
         self._clock = clock
@@ -74,7 +84,7 @@ class GroupPause:
                 }
             )
             self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_END)])
-        except (KafkaException, ValueError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - without it the member still works alone
             _LOG.warning(
                 "meterline relay: no group-wide pause (%s); each member honours its own 429s",
                 exc,
@@ -92,7 +102,7 @@ class GroupPause:
         )
         for future in futures.values():
             try:
-                future.result(timeout=10)
+                future.result(timeout=5)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 if not (

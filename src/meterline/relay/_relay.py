@@ -39,7 +39,7 @@ from meterline._outcomes import Item
 from meterline._response import Response, retry_after
 from meterline._stats import Counters, RateLimitedLog
 from meterline._transport import Transport
-from meterline.destinations.kafka import Kafka, parse_kafka_url
+from meterline.destinations.kafka import Kafka, parse_kafka_url, secret_setting
 from meterline.journal import Journal
 
 from ._messages import Unreadable, read_message
@@ -87,6 +87,19 @@ class RelayStats:
     pauses_heard: int = 0
     last_error: str = ""
     per_partition_lag: Mapping[int, int] = field(default_factory=dict)
+
+
+def _check_consumer_settings(settings: Mapping[str, Any], group: str) -> None:
+    """Let librdkafka check the settings now (a consumer with no broker does no I/O)."""
+    try:
+        probe = Consumer({**settings, "group.id": group, "bootstrap.servers": "", "log_level": 0})
+    except (KafkaException, TypeError, ValueError) as exc:
+        text = str(exc)
+        for name, value in settings.items():
+            if secret_setting(name) and str(value):
+                text = text.replace(str(value), "***")
+        raise ConfigError(f"consumer_config refused by librdkafka: {text}") from None
+    probe.close()
 
 
 class _Watched:
@@ -164,6 +177,18 @@ class Relay:
         owned = sorted(set(settings) & _OWNED)
         if owned:
             raise ConfigError(f"consumer_config may not set {', '.join(owned)}: the relay does")
+        strategy = str(settings.get("partition.assignment.strategy", "")).lower()
+        if (
+            "cooperative" in strategy
+            or str(settings.get("group.protocol", "")).lower() == "consumer"
+        ):
+            raise ConfigError(
+                "the relay takes whole assignments (range or roundrobin): incremental "
+                "(cooperative) rebalancing is not supported"
+            )
+        if isinstance(progress_interval, bool) or not progress_interval > 0:
+            raise ConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
+        _check_consumer_settings(settings, group)
         if max_rate is not None and (isinstance(max_rate, bool) or not max_rate > 0):
             raise ConfigError(f"max_rate must be a positive number of events/s, got {max_rate!r}")
         limit = config.max_batch_events
@@ -213,6 +238,10 @@ class Relay:
         self._held = 0
         self._in_batch = False
         self._paused = False
+        self._early: list[Any] = []  # messages that arrived while a batch was held
+        self._stopped_at: float | None = None
+        self._stop_bound = config.shutdown_timeout + config.timeout + 1.0
+        self._failure: BaseException | None = None
         self._n = {"consumed": 0, "delivered": 0, "rejected": 0, "duplicates": 0}
         self._n.update(handed_over=0, committed=0)
         self._last_error = ""
@@ -229,39 +258,55 @@ class Relay:
 
     def run(self) -> RelayStats:
         """Consume, deliver, commit, until ``stop()``. ``FormatMismatchError`` (a
-        ``ConfigError``) when the topic holds another destination's format."""
-        self._journal.open()
-        if self._use_pause:
-            self._pause = GroupPause(
-                self._bootstrap,
-                self.topic,
-                self.group,
-                self._settings,
-                cap=self.config.retry_after_max,
-            )
-        self._consumer = consumer = Consumer(
-            {
-                "client.id": "meterline-relay",
-                "auto.offset.reset": "earliest",
-                # A member that died hands its partitions over after 10 s, not Kafka's 45.
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                **self._settings,
-                "bootstrap.servers": self._bootstrap,
-                "group.id": self.group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "logger": log,
-                "error_cb": self._on_error,
-            }
-        )
-        consumer.subscribe(
-            [self.topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lose
-        )
+        ``ConfigError``) when the topic holds another destination's format.
+
+        The work runs on a thread of its own, so that ``run()`` returns within
+        ``shutdown_timeout`` of ``stop()`` even when the broker stopped answering (a commit
+        or a close in librdkafka has no time limit): what was not committed by then is sent
+        again by the group."""
+        worker = threading.Thread(target=self._work, name="meterline-relay", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            stopped = self._stopped_at
+            if stopped is not None and time.monotonic() > stopped + self._stop_bound:
+                log.error(
+                    "meterline relay %s: did not stop within %gs (the broker does not "
+                    "answer); leaving it: what was not committed is sent again by the group",
+                    self.group,
+                    self._stop_bound,
+                )
+                break
+        if self._failure is not None:
+            raise self._failure
+        return self.stats()
+
+    def _work(self) -> None:
         try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - handed to run()'s caller
+            self._failure = exc
+
+    def _loop(self) -> None:
+        try:
+            self._journal.open()
+            if self._use_pause:
+                self._pause = GroupPause(
+                    self._bootstrap,
+                    self.topic,
+                    self.group,
+                    self._settings,
+                    cap=self.config.retry_after_max,
+                )
+            self._consumer = consumer = Consumer(self._consumer_settings())
+            consumer.subscribe(
+                [self.topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lose
+            )
             while not self._stop.is_set():
-                messages = consumer.consume(self._batch_events, timeout=0.2)
+                if self._early:  # taken while a batch was held: they come first
+                    messages, self._early = self._early, []
+                else:
+                    messages = consumer.consume(self._batch_events, timeout=0.2)
                 self._tick()
                 if not messages:
                     continue
@@ -271,12 +316,32 @@ class Relay:
                 self._resume()
         finally:
             self._finish()
-        return self.stats()
+
+    def _consumer_settings(self) -> dict[str, Any]:
+        return {
+            "client.id": "meterline-relay",
+            "auto.offset.reset": "earliest",
+            # A member that died hands its partitions over after 10 s, not Kafka's 45.
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            **self._settings,
+            "bootstrap.servers": self._bootstrap,
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "logger": log,
+            "error_cb": self._on_error,
+        }
 
     def stop(self) -> None:
-        """End ``run()``: a send in flight is bounded by ``shutdown_timeout``; what is not
-        delivered by then is not committed (the group sends it again)."""
-        self._delivery.deadline = time.monotonic() + self.config.shutdown_timeout
+        """End ``run()`` within ``shutdown_timeout`` (plus a request's ``timeout`` when one is
+        in flight); what is not delivered by then is not committed (the group sends it
+        again). Safe from a signal handler and from any thread."""
+        now = time.monotonic()
+        if self._stopped_at is None:
+            self._stopped_at = now
+        self._delivery.deadline = now + self.config.shutdown_timeout
         self._stop.set()
 
     def _read(self, messages: list[Any]) -> _Batch:
@@ -397,6 +462,8 @@ class Relay:
                 for p, o in batch.next_offset.items()
                 if p in self._assigned and p not in self._lost
             }
+            if self._lost:  # those start over from their last commit: what came early goes
+                self._early = [m for m in self._early if m.partition() not in self._lost]
             self._lost.clear()
             self._next.update(mine)
         if not mine:
@@ -422,8 +489,9 @@ class Relay:
     # -- while a batch is held, and between batches -----------------------------------------
 
     def _idle(self, seconds: float) -> None:
-        """Wait, stop-aware, keeping the group membership alive: no new message is taken
-        (a message that arrives anyway is put back by seeking to it)."""
+        """Wait, stop-aware, keeping the group membership alive. The partitions are paused;
+        a message that arrives anyway (from a partition assigned meanwhile) is kept for the
+        next batch, never skipped."""
         end = time.monotonic() + seconds
         consumer = self._consumer
         while not self._stop.is_set():
@@ -433,13 +501,7 @@ class Relay:
             try:
                 self._paused = True
                 consumer.pause(consumer.assignment())
-                arrived = consumer.consume(100, timeout=min(0.2, left))
-                first: dict[int, int] = {}
-                for msg in arrived:
-                    if msg.error() is None:
-                        first.setdefault(msg.partition(), msg.offset())
-                for partition, offset in first.items():
-                    consumer.seek(TopicPartition(self.topic, partition, offset))
+                self._early += consumer.consume(100, timeout=min(0.2, left))
                 consumer.pause(consumer.assignment())
             except KafkaException as exc:
                 self._note(f"idle: {exc}")
@@ -498,11 +560,7 @@ class Relay:
     def _assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         with self._lock:
             self._assigned = {tp.partition for tp in partitions}
-        if self._paused:  # a batch is held: take nothing new from these either
-            try:
-                consumer.pause(partitions)
-            except KafkaException:
-                pass
+            self._early = [m for m in self._early if m.partition() in self._assigned]
         self._refresh_share(consumer)
         log.info("meterline relay %s: assigned %s", self.group, sorted(self._assigned))
 
@@ -555,6 +613,7 @@ class Relay:
         self._last_error = self._delivery.clean(text)[:300]
 
     def _finish(self) -> None:
+        self._early = []
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
