@@ -240,6 +240,8 @@ class Relay:
         self._paused = False
         self._early: list[Any] = []  # messages that arrived while a batch was held
         self._stopped_at: float | None = None
+        self._lags: tuple[tuple[int, ...], dict[int, int]] = ((), {})
+        self._last_lag = 0.0
         self._stop_bound = config.shutdown_timeout + config.timeout + 1.0
         self._failure: BaseException | None = None
         self._n = {"consumed": 0, "delivered": 0, "rejected": 0, "duplicates": 0}
@@ -280,6 +282,10 @@ class Relay:
         if self._failure is not None:
             raise self._failure
         return self.stats()
+
+    def _stop_overdue(self) -> bool:
+        stopped = self._stopped_at
+        return stopped is not None and time.monotonic() > stopped + self.config.shutdown_timeout
 
     def _work(self) -> None:
         try:
@@ -535,6 +541,9 @@ class Relay:
         if self._pause is not None:
             self._pause.poll()
         now = time.monotonic()
+        if now - self._last_lag >= 1.0:
+            self._last_lag = now
+            self._measure_lag()
         if now - self._last_progress >= self._progress_interval:
             self._last_progress = now
             stats = self.stats()
@@ -614,6 +623,8 @@ class Relay:
 
     def _finish(self) -> None:
         self._early = []
+        if self._consumer is not None and not self._stop_overdue():
+            self._measure_lag()  # the last figures, for the final progress line
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
@@ -627,8 +638,9 @@ class Relay:
 
     # -- what it tells -----------------------------------------------------------------------
 
-    def stats(self) -> RelayStats:
-        """Counters since start; lag from the last fetched high watermarks."""
+    def _measure_lag(self) -> None:
+        """Lag per partition from the last fetched high watermarks, on the relay's own
+        thread (a call on the consumer from another thread waits behind consume())."""
         with self._lock:
             assigned = tuple(sorted(self._assigned))
             committed = dict(self._committed)
@@ -648,6 +660,15 @@ class Relay:
                     continue
                 if high is not None and high >= 0 and done is not None and done >= 0:
                     lags[p] = max(0, high - done)
+        self._lags = (assigned, lags)
+
+    def stats(self) -> RelayStats:
+        """Counters since start; lag as last measured (every second) by the relay."""
+        with self._lock:
+            assigned = tuple(sorted(self._assigned))
+        measured_for, lags = self._lags
+        if measured_for != assigned:
+            lags = {p: n for p, n in lags.items() if p in assigned}
         pause = self._pause
         return RelayStats(
             consumed=self._n["consumed"],
