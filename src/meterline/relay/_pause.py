@@ -67,6 +67,7 @@ class GroupPause:
         self._cap = cap
         self._clock = clock
         self.until = 0.0
+        self._member = uuid.uuid4().hex
         self.published = 0
         self.heard = 0
         base = {**client_settings(settings), "bootstrap.servers": bootstrap, "logger": _LOG}
@@ -118,7 +119,7 @@ class GroupPause:
         if self._producer is None:
             return
         try:
-            self._producer.produce(self.topic, orjson.dumps({"group": self._group, "until": until}))
+            self._producer.produce(self.topic, orjson.dumps({"group": self._group, "until": until, "member": self._member}))
             self._producer.poll(0)
             self.published += 1
         except (BufferError, KafkaException) as exc:
@@ -141,6 +142,8 @@ class GroupPause:
             except orjson.JSONDecodeError:
                 continue
             if not isinstance(doc, dict) or doc.get("group") != self._group:
+                continue
+            if doc.get("member") == self._member:  # its own pause, already in force
                 continue
             until = doc.get("until")
             if isinstance(until, (int, float)) and until > now:
