@@ -119,7 +119,8 @@ class GroupPause:
         if self._producer is None:
             return
         try:
-            self._producer.produce(self.topic, orjson.dumps({"group": self._group, "until": until, "member": self._member}))
+            doc = {"group": self._group, "until": until, "member": self._member}
+            self._producer.produce(self.topic, orjson.dumps(doc))
             self._producer.poll(0)
             self.published += 1
         except (BufferError, KafkaException) as exc:
