@@ -123,16 +123,6 @@ class Delivery(Outcomes):
         outcome = self._keep(batch, result)
         return RECOVERED if recovered and outcome == DONE else outcome
 
-    def warm(self) -> None:
-        """Make the transport now, on the sender thread as it starts, so that a producer
-        that takes a while to open (Kafka's idempotent producer: about a second) opens
-        while the first batch forms. A failure is left for the first send to report."""
-        if self._transport is None:
-            try:
-                self._transport = self._transport_factory()
-            except Exception:  # noqa: BLE001 - the first send makes it again and says why
-                logger.debug("meterline: making the transport failed", exc_info=True)
-
     def try_send(self, items: list[Item], *, single: bool = False) -> Result:
         """Send with the retry policy (one attempt when ``single``) and settle nothing: the
         caller acts on the result (the relay, which keeps undelivered events in Kafka)."""

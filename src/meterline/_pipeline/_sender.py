@@ -27,7 +27,6 @@ class Sender:
     def run(self) -> None:
         pipe = self._pipe
         try:
-            pipe.delivery.warm()
             self._loop()
         finally:
             pipe.sender_done()
