@@ -101,11 +101,8 @@ class Config:
         given: int | None = self.max_batch_events
         if given is None:
             object.__setattr__(self, "max_batch_events", destination.max_batch_events)
-        own_urls = isinstance(destination, Kafka)
-        if own_urls:
-            parse_kafka_url(self.base_url)
-        else:
-            _check_url("base_url", self.base_url)
+        kafka = isinstance(destination, Kafka)
+        _check_url("base_url", self.base_url, kafka=kafka)
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         try:  # a custom destination's bug is found here, not on a meterline thread
             ingest = destination.ingest_url(self.base_url)
@@ -113,10 +110,7 @@ class Config:
             raise ConfigError(
                 f"the {destination.name} destination's ingest_url() raised {type(exc).__name__}"
             ) from None
-        if own_urls:
-            parse_kafka_url(ingest, what=f"the {destination.name} ingest URL")
-        else:
-            _check_url(f"the {destination.name} ingest URL", ingest)
+        _check_url(f"the {destination.name} ingest URL", ingest, kafka=kafka)
         if self.journal_dir is not None:
             # Absolute now: a later chdir() must not move the journal (or strand its files).
             object.__setattr__(self, "journal_dir", Path(os.path.abspath(self.journal_dir)))
@@ -190,7 +184,7 @@ class Config:
         and credential, hashed one way. Written in every batch header; a replayer sends only
         files whose fingerprint is its own, so no batch is ever billed to another account."""
         parts = ["meterline-journal-v1", self.destination.name, self.ingest_url]
-        if isinstance(self.destination, Kafka):  # the bytes are the downstream's format
+        if isinstance(self.destination, Kafka):  # the bytes are in the downstream's format
             parts.append(f"format={self.destination.downstream.name}")
         material = "\0".join(parts)
         key = (self.api_key or "").encode()
@@ -264,8 +258,12 @@ _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(Config)) - {
 }
 
 
-def _check_url(what: str, url: object) -> None:
-    """An http(s) URL with a host and nothing that would send another credential."""
+def _check_url(what: str, url: object, *, kafka: bool = False) -> None:
+    """An http(s) URL with a host and nothing that would send another credential (for
+    Kafka, ``kafka://host:port[,...]/topic``)."""
+    if kafka:
+        parse_kafka_url(url, what=what)
+        return
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         shown = url if isinstance(url, str) and "@" not in url else type(url).__name__

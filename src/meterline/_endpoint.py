@@ -56,10 +56,30 @@ def transport_factory(config: Config) -> Callable[[], Transport]:
 def kafka_transport(destination: Kafka, timeout: float) -> type[KafkaTransport]:
     """The Kafka transport class, its settings checked by librdkafka."""
     try:
-        from ._kafka import KafkaTransport, check_settings
+        from ._kafka import KafkaTransport
     except ImportError:
         raise ConfigError(
             "the kafka destination needs confluent-kafka: pip install 'meterline[kafka]'"
         ) from None
     check_settings(destination, timeout)
     return KafkaTransport
+
+
+def check_settings(destination: Kafka, timeout: float) -> None:
+    """Let librdkafka check the settings now, with the timeout they will run with (a
+    producer with no broker does no I/O), so that a bad one is a ``ConfigError`` at
+    ``Client()`` rather than a log line later."""
+    from confluent_kafka import KafkaException, Producer
+
+    settings = {**destination.settings(), "bootstrap.servers": "", "log_level": 0}
+    settings["message.timeout.ms"] = max(1, int(timeout * 1000))
+    settings.pop("debug", None)  # its lines would go to stderr, not to logging
+    try:
+        probe = Producer(settings)
+    except (KafkaException, TypeError, ValueError) as exc:
+        text = str(exc)
+        for secret in destination.secrets():
+            text = text.replace(secret, "***")
+        raise ConfigError(f"producer_config refused by librdkafka: {text}") from None
+    probe.flush(0)
+    del probe

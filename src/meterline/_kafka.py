@@ -34,7 +34,7 @@ from ._stats import RateLimitedLog
 from ._transport import TransportError
 from .destinations.kafka import FORMAT_HEADER, KEY_HEADER, Kafka, parse_kafka_url
 
-__all__ = ["KafkaTransport", "check_settings"]
+__all__ = ["KafkaTransport"]
 
 _LOG = logging.getLogger("meterline.kafka")
 
@@ -78,26 +78,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def check_settings(destination: Kafka, timeout: float) -> None:
-    """Let librdkafka check the settings now, with the timeout they will run with (a
-    producer with no broker does no I/O), so that a bad one is a ``ConfigError`` at
-    ``Client()`` rather than a log line later."""
-    from ._errors import ConfigError
-
-    settings = {**destination.settings(), "bootstrap.servers": "", "log_level": 0}
-    settings["message.timeout.ms"] = max(1, int(timeout * 1000))
-    settings.pop("debug", None)  # its lines would go to stderr, not to logging
-    try:
-        probe = Producer(settings)
-    except (KafkaException, TypeError, ValueError) as exc:
-        text = str(exc)
-        for secret in destination.secrets():
-            text = text.replace(secret, "***")
-        raise ConfigError(f"producer_config refused by librdkafka: {text}") from None
-    probe.flush(0)
-    del probe
 
 
 # Errors after which an idempotent producer writes no more (librdkafka may report them

@@ -38,7 +38,7 @@ def test_the_environment_names_the_destination():
 
 def test_unknown_destination_is_a_config_error_listing_the_known_ones():
     """A misspelt name is refused at construction, naming the five it could be."""
-    with pytest.raises(ConfigError, match="known: lago, metronome, openmeter, orb, stripe"):
+    with pytest.raises(ConfigError, match="known: kafka, lago, metronome, openmeter, orb, stripe"):
         meterline.Client("k", destination="lgo")
 
 

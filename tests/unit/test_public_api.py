@@ -51,6 +51,6 @@ def test_destinations_module_surface():
     import meterline.destinations as d
 
     assert d.__all__ == sorted(d.__all__)
-    assert set(d.BUILT_IN) <= {"orb", "metronome", "lago", "openmeter", "stripe"}
+    assert set(d.BUILT_IN) <= {"orb", "metronome", "lago", "openmeter", "stripe", "kafka"}
     for name in d.__all__:
         assert hasattr(d, name)

@@ -15,7 +15,6 @@ and ``{"failed": [[index, error_name, retriable, reason], ...]}``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -26,6 +25,7 @@ from meterline._event import Pending
 from meterline._response import Response
 
 from ._base import ACCEPTED, REFUSED, RETRY, Answer, Destination, Session
+from ._kafka_url import TOPIC, KafkaURL, parse_kafka_url, secret_setting
 
 __all__ = [
     "FORMAT_HEADER",
@@ -40,10 +40,6 @@ DEFAULT_BASE_URL: Final = "kafka://127.0.0.1:9092"
 DEFAULT_TOPIC: Final = "meterline-usage"
 KEY_HEADER: Final = "meterline-idempotency-key"
 FORMAT_HEADER: Final = "meterline-format"
-
-# Kafka's own rule for topic names.
-_TOPIC = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,249}")  # not "." or ".."
-_BROKER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})")
 
 # Errors that belong to one message and that no retry fixes: it is rejected, with the reason.
 _MESSAGE_ERRORS: Final = frozenset(
@@ -83,48 +79,6 @@ _OWNED: Final = frozenset(
     }
 )
 _ORB_KEY: Final = b'{"idempotency_key":"'
-_SECRET_WORDS = ("password", "secret", "token", "key", "credential", "jaas")
-
-
-class KafkaURL:
-    """``kafka://host:port[,host:port...][/topic]`` taken apart."""
-
-    __slots__ = ("brokers", "topic")
-
-    def __init__(self, brokers: tuple[str, ...], topic: str | None) -> None:
-        self.brokers = brokers
-        self.topic = topic
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(self.brokers)
-
-
-def parse_kafka_url(url: object, *, what: str = "base_url") -> KafkaURL:
-    """The brokers and the topic of a ``kafka://`` URL; ``ConfigError`` naming what is wrong."""
-    if not isinstance(url, str) or not url.startswith("kafka://"):
-        shown = url if isinstance(url, str) and "@" not in url else type(url).__name__
-        raise ConfigError(
-            f"{what} must be a kafka://host:port[,host:port]/topic URL, got {shown!r}"
-        )
-    rest = url[len("kafka://") :]
-    if "@" in rest or "?" in rest or "#" in rest:
-        raise ConfigError(
-            f"{what} must not carry credentials, a query or a fragment "
-            "(give SASL settings in Kafka(producer_config=...))"
-        )
-    netloc, _, path = rest.partition("/")
-    brokers = tuple(b.strip() for b in netloc.split(",") if b.strip())
-    if not brokers:
-        raise ConfigError(f"{what} names no broker: {url!r}")
-    for broker in brokers:
-        match = _BROKER.fullmatch(broker)
-        if match is None or not 0 < int(match.group(3)) < 65536:
-            raise ConfigError(f"{what}: {broker!r} is not host:port")
-    topic = path.strip("/") or None
-    if topic is not None and not _TOPIC.fullmatch(topic):
-        raise ConfigError(f"{what}: {topic!r} is not a Kafka topic name ([A-Za-z0-9._-], ≤ 249)")
-    return KafkaURL(brokers, topic)
 
 
 class Kafka:
@@ -160,7 +114,7 @@ class Kafka:
         if isinstance(target, Kafka):
             raise ConfigError("a Kafka destination's downstream must be an HTTP destination")
         self.downstream: Destination = target
-        if topic is not None and (not isinstance(topic, str) or not _TOPIC.fullmatch(topic)):
+        if topic is not None and (not isinstance(topic, str) or not TOPIC.fullmatch(topic)):
             raise ConfigError(f"topic must be a Kafka topic name ([A-Za-z0-9._-]), got {topic!r}")
         self.topic = topic
         settings = dict(producer_config or {})
@@ -182,7 +136,7 @@ class Kafka:
             self.max_event_age = float(window)
 
     def __repr__(self) -> str:
-        shown = {k: ("***" if _secret(k) else v) for k, v in self.producer_config.items()}
+        shown = {k: ("***" if secret_setting(k) else v) for k, v in self.producer_config.items()}
         return (
             f"Kafka(downstream={self.downstream!r}, topic={self.topic!r}, "
             f"producer_config={shown!r})"
@@ -239,7 +193,7 @@ class Kafka:
 
     def secrets(self) -> list[str]:
         """The values of secret-looking settings, to scrub from any text meterline shows."""
-        return [str(v) for k, v in self.producer_config.items() if _secret(k) and str(v)]
+        return [str(v) for k, v in self.producer_config.items() if secret_setting(k) and str(v)]
 
     def route(self, body: bytes) -> tuple[str, str | None]:
         """(idempotency key, customer) of an event's bytes: the message's header and key."""
@@ -288,23 +242,6 @@ class Kafka:
         if refused and len(retry) == len(keys):
             return Answer(REFUSED, detail=detail)
         return Answer(ACCEPTED, rejected=rejected, retry=frozenset(retry), detail=detail)
-
-
-def secret_setting(name: str) -> bool:
-    """Whether a librdkafka setting's value is a secret: every ``sasl.*`` setting but the
-    mechanism and the user name (OAuth configs and extensions hold client secrets), and any
-    whose name says password, secret, token, key, credential or jaas."""
-    low = name.lower()
-    if low.startswith("sasl.") and low not in (
-        "sasl.mechanism",
-        "sasl.mechanisms",
-        "sasl.username",
-    ):
-        return True
-    return any(word in low for word in _SECRET_WORDS)
-
-
-_secret = secret_setting
 
 
 def _customer(downstream: Destination, doc: Any) -> str | None:

@@ -7,6 +7,7 @@ destination, as a consumer group, committing only what was delivered or kept.
 from __future__ import annotations
 
 from ._messages import FormatMismatchError
-from ._relay import Relay, RelayStats
+from ._parts import RelayStats
+from ._relay import Relay
 
 __all__ = ["FormatMismatchError", "Relay", "RelayStats"]

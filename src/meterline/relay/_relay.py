@@ -17,7 +17,8 @@ group-wide rate by partition share.
 
 Why this module is long: the batch loop, holding a batch through an outage while the group
 membership stays alive, and the rebalance callbacks share the same offsets and the same
-held batch; the message reading and the group pause are already their own modules.
+held batch; the message reading, the group pause and the small parts (figures, the batch,
+the settings checks) are already their own modules.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -36,103 +36,18 @@ from meterline._delivery import Delivery
 from meterline._endpoint import transport_factory
 from meterline._errors import ConfigError, JournalError
 from meterline._outcomes import Item
-from meterline._response import Response, retry_after
 from meterline._stats import Counters, RateLimitedLog
 from meterline._transport import Transport
-from meterline.destinations.kafka import Kafka, parse_kafka_url, secret_setting
+from meterline.destinations.kafka import Kafka, parse_kafka_url
 from meterline.journal import Journal
 
 from ._messages import Unreadable, read_message
+from ._parts import Batch, RelayStats, Watched, check_consumer_settings
 from ._pause import GroupPause
 
 __all__ = ["Relay", "RelayStats"]
 
 log = logging.getLogger("meterline.relay")
-
-DEFAULT_BATCH = 500
-_OWNED = frozenset(
-    {
-        "bootstrap.servers",
-        "group.id",
-        "enable.auto.commit",
-        "enable.auto.offset.store",
-        "on_commit",
-        "isolation.level",
-    }
-)
-
-
-@dataclass(frozen=True)
-class RelayStats:
-    """What a relay member did since it started, and where it stands now.
-
-    Every message consumed is ``delivered``, ``rejected`` (kept in ``rejected/``), a
-    ``duplicate`` of another in the same batch (same idempotency key), or still ``holding``
-    (waiting for the destination, not committed); ``handed_over`` counts held events of
-    partitions the member lost in a rebalance (their new owner sends them).
-    """
-
-    consumed: int = 0
-    delivered: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    handed_over: int = 0
-    committed: int = 0  # messages whose offsets were committed
-    retried: int = 0
-    holding: int = 0
-    lag: int | None = None  # messages in its partitions not yet committed (None: unknown)
-    partitions: tuple[int, ...] = ()
-    paused_for: float = 0.0
-    pauses_published: int = 0
-    pauses_heard: int = 0
-    last_error: str = ""
-    per_partition_lag: Mapping[int, int] = field(default_factory=dict)
-
-
-def _check_consumer_settings(settings: Mapping[str, Any], group: str) -> None:
-    """Let librdkafka check the settings now (a consumer with no broker does no I/O)."""
-    try:
-        probe = Consumer({**settings, "group.id": group, "bootstrap.servers": "", "log_level": 0})
-    except (KafkaException, TypeError, ValueError) as exc:
-        text = str(exc)
-        for name, value in settings.items():
-            if secret_setting(name) and str(value):
-                text = text.replace(str(value), "***")
-        raise ConfigError(f"consumer_config refused by librdkafka: {text}") from None
-    probe.close()
-
-
-class _Watched:
-    """The destination's transport, telling the group pause about every 429."""
-
-    def __init__(self, inner: Transport, on_slow: Callable[[float], None]) -> None:
-        self._inner = inner
-        self._on_slow = on_slow
-
-    @property
-    def secrets(self) -> list[str]:
-        return list(getattr(self._inner, "secrets", ()) or ())
-
-    def send(self, events: Any, *, timeout: float | None = None) -> Response:
-        response = self._inner.send(events, timeout=timeout)
-        if response.status == 429:
-            self._on_slow(retry_after(response.headers) or 1.0)
-        return response
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class _Batch:
-    """The messages of one consume(): events to send, their partitions, the offsets."""
-
-    def __init__(self) -> None:
-        self.items: list[Item] = []
-        self.partition_of: dict[str, int] = {}
-        self.unreadable: list[tuple[Unreadable, int]] = []
-        self.next_offset: dict[int, int] = {}
-        self.counts: dict[int, int] = {}
-        self.count = 0
 
 
 class Relay:
@@ -174,21 +89,9 @@ class Relay:
         if config.api_key is None and transport is None:
             raise ConfigError("no API key: pass api_key= or set METERLINE_API_KEY")
         settings = dict(consumer_config or {})
-        owned = sorted(set(settings) & _OWNED)
-        if owned:
-            raise ConfigError(f"consumer_config may not set {', '.join(owned)}: the relay does")
-        strategy = str(settings.get("partition.assignment.strategy", "")).lower()
-        if (
-            "cooperative" in strategy
-            or str(settings.get("group.protocol", "")).lower() == "consumer"
-        ):
-            raise ConfigError(
-                "the relay takes whole assignments (range or roundrobin): incremental "
-                "(cooperative) rebalancing is not supported"
-            )
+        check_consumer_settings(settings, group)
         if isinstance(progress_interval, bool) or not progress_interval > 0:
             raise ConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
-        _check_consumer_settings(settings, group)
         if max_rate is not None and (isinstance(max_rate, bool) or not max_rate > 0):
             raise ConfigError(f"max_rate must be a positive number of events/s, got {max_rate!r}")
         limit = config.max_batch_events
@@ -211,7 +114,7 @@ class Relay:
         self._pause: GroupPause | None = None
         self._delivery = Delivery(
             config,
-            transport_factory=lambda: _Watched(make(), self._slow_down),
+            transport_factory=lambda: Watched(make(), self._slow_down),
             counters=self._counters,
             settle=lambda items, outcome, reason: None,  # the relay settles itself
             park=lambda batch: None,
@@ -350,8 +253,8 @@ class Relay:
         self._delivery.deadline = now + self.config.shutdown_timeout
         self._stop.set()
 
-    def _read(self, messages: list[Any]) -> _Batch:
-        batch = _Batch()
+    def _read(self, messages: list[Any]) -> Batch:
+        batch = Batch()
         seen = batch.partition_of
         fmt = self.config.destination.name
         field = self.config.destination.key_field
@@ -377,7 +280,7 @@ class Relay:
         self._n["consumed"] += batch.count
         return batch
 
-    def _settle(self, batch: _Batch) -> bool:
+    def _settle(self, batch: Batch) -> bool:
         """Deliver or keep every event of the batch; False when the member stopped first."""
         pending = batch.items
         unreadable = [(u.body, [u.reason]) for u, _ in batch.unreadable]
@@ -458,7 +361,7 @@ class Relay:
             return False
         return True
 
-    def _commit(self, batch: _Batch) -> None:
+    def _commit(self, batch: Batch) -> None:
         """Commit the batch's partitions this member still owns and did not lose while the
         batch was held (their held events were handed over, and the partition, if assigned
         again, starts over from its last commit)."""
