@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 from typing import Any
 
 __all__ = ["add_relay"]
+
+_SETTING = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def add_relay(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,12 +91,13 @@ def _relay(args: argparse.Namespace) -> int:
         )
         return 2
     settings: dict[str, Any] = {}
-    for item in args.consumer_config:
+    for number, item in enumerate(args.consumer_config, 1):
         name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            shown = item.split(":", 1)[0].split(" ", 1)[0][:60]  # never the value
+        if not sep or not _SETTING.fullmatch(name.strip()):
+            # Nothing of the item is shown: a mistyped one may hold its secret anywhere.
             print(
-                f"meterline relay: --consumer-config {shown!r}... is not KEY=VALUE",
+                f"meterline relay: --consumer-config number {number} is not KEY=VALUE "
+                "(a librdkafka setting name: letters, digits, dots, dashes, underscores)",
                 file=sys.stderr,
             )
             return 2

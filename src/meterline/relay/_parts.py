@@ -24,6 +24,8 @@ _OWNED = frozenset(
         "bootstrap.servers",
         "group.id",
         "enable.auto.commit",
+        "auto.commit.enable",
+        "metadata.broker.list",
         "enable.auto.offset.store",
         "on_commit",
         "isolation.level",
@@ -65,17 +67,27 @@ def check_consumer_settings(settings: Mapping[str, Any], group: str) -> None:
     if owned:
         raise ConfigError(f"consumer_config may not set {', '.join(owned)}: the relay does")
     strategy = str(settings.get("partition.assignment.strategy", "")).lower()
-    if "cooperative" in strategy or str(settings.get("group.protocol", "")).lower() == "consumer":
+    protocol = str(settings.get("group.protocol", "classic")).strip().lower()
+    if "cooperative" in strategy or protocol != "classic":
         raise ConfigError(
             "the relay takes whole assignments (range or roundrobin): incremental "
             "(cooperative) rebalancing is not supported"
         )
     try:
-        probe = Consumer({**settings, "group.id": group, "bootstrap.servers": "", "log_level": 0})
+        probe = Consumer(
+            {
+                "session.timeout.ms": 10_000,  # the relay's defaults, so clashes show now
+                "heartbeat.interval.ms": 1_000,
+                **settings,
+                "group.id": group,
+                "bootstrap.servers": "",
+                "log_level": 0,
+            }
+        )
     except (KafkaException, TypeError, ValueError) as exc:
         text = str(exc)
         for name, value in settings.items():
-            if secret_setting(name) and str(value):
+            if secret_setting(name) and len(str(value)) >= 3:
                 text = text.replace(str(value), "***")
         raise ConfigError(f"consumer_config refused by librdkafka: {text}") from None
     probe.close()

@@ -88,7 +88,7 @@ class GroupPause:
         except Exception as exc:  # noqa: BLE001 - without it the member still works alone
             _LOG.warning(
                 "meterline relay: no group-wide pause (%s); each member honours its own 429s",
-                exc,
+                str(exc) or type(exc).__name__,
             )
             self.close()
 

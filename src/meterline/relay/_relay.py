@@ -141,6 +141,7 @@ class Relay:
         self._held = 0
         self._in_batch = False
         self._paused = False
+        self._reassigned = False
         self._early: list[Any] = []  # messages that arrived while a batch was held
         self._stopped_at: float | None = None
         self._lags: tuple[tuple[int, ...], dict[int, int]] = ((), {})
@@ -207,11 +208,15 @@ class Relay:
                     self._settings,
                     cap=self.config.retry_after_max,
                 )
-            self._consumer = consumer = Consumer(self._consumer_settings())
+            try:
+                self._consumer = consumer = Consumer(self._consumer_settings())
+            except KafkaException as exc:
+                raise ConfigError(f"consumer_config refused by librdkafka: {exc}") from None
             consumer.subscribe(
                 [self.topic], on_assign=self._assign, on_revoke=self._revoke, on_lost=self._lose
             )
             while not self._stop.is_set():
+                self._resume()
                 if self._early:  # taken while a batch was held: they come first
                     messages, self._early = self._early, []
                 else:
@@ -222,7 +227,6 @@ class Relay:
                 batch = self._read(messages)
                 if self._settle(batch):
                     self._commit(batch)
-                self._resume()
         finally:
             self._finish()
 
@@ -371,8 +375,6 @@ class Relay:
                 for p, o in batch.next_offset.items()
                 if p in self._assigned and p not in self._lost
             }
-            if self._lost:  # those start over from their last commit: what came early goes
-                self._early = [m for m in self._early if m.partition() not in self._lost]
             self._lost.clear()
             self._next.update(mine)
         if not mine:
@@ -388,8 +390,10 @@ class Relay:
             self._n["committed"] += sum(batch.counts.get(p, 0) for p in mine)
 
     def _resume(self) -> None:
-        if self._paused:
-            self._paused = False
+        """Fetch from the whole assignment again after a hold, or after a rebalance: a
+        partition paused, revoked and assigned again stays paused in librdkafka."""
+        if self._paused or self._reassigned:
+            self._paused = self._reassigned = False
             try:
                 self._consumer.resume(self._consumer.assignment())
             except KafkaException as exc:
@@ -472,7 +476,7 @@ class Relay:
     def _assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         with self._lock:
             self._assigned = {tp.partition for tp in partitions}
-            self._early = [m for m in self._early if m.partition() in self._assigned]
+            self._reassigned = True
         self._refresh_share(consumer)
         log.info("meterline relay %s: assigned %s", self.group, sorted(self._assigned))
 
@@ -483,6 +487,9 @@ class Relay:
         with self._lock:
             settled = {p: o for p, o in self._next.items() if p in gone}
             self._assigned -= gone
+            # Taken early under the old assignment: the next owner (this member too, if
+            # the partition comes back) fetches them again from the last commit.
+            self._early = [m for m in self._early if m.partition() not in gone]
             if self._in_batch:
                 self._lost |= gone
             for p in gone:
@@ -503,6 +510,7 @@ class Relay:
         gone = {tp.partition for tp in partitions}
         with self._lock:
             self._assigned -= gone
+            self._early = [m for m in self._early if m.partition() not in gone]
             if self._in_batch:
                 self._lost |= gone
             for p in gone:
