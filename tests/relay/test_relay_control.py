@@ -214,3 +214,37 @@ def test_stats_from_another_thread_answers_promptly(broker, topic, group, srv, r
     asker.join(5)
     assert not asker.is_alive(), "a stats() call did not return within 5 s"
     assert slowest[0] < 1.0, f"a stats() call took {slowest[0]:.1f} s"
+
+
+def test_a_rebalance_during_an_outage_leaves_no_partition_behind(
+    broker, topic, group, relays, tmp_path
+):
+    """One member holds a batch while the server is down; a second joins (the partitions a
+    member had paused are revoked and assigned again), then leaves. Once the server is back,
+    every key arrives and every partition is committed to its end: no partition stays
+    paused, and nothing taken early under an old assignment is skipped."""
+    srv = ReferenceServer(api_keys=[API_KEY]).start()
+    port = srv.port
+    try:
+        first = fill(broker, topic, 200, tmp_path / "producer-1")
+        one = relays(broker.url(topic), group, base_url=srv.url, probe_interval=0.3)
+        wait_for(lambda: srv.event_count() == 200, 30, "the first events delivered")
+        srv.stop()
+        second = fill(broker, topic, 200, tmp_path / "producer-2")
+        wait_for(lambda: one.latest().holding > 0, 20, "the member holds a batch")
+        two = relays(broker.url(topic), group, base_url=srv.url, probe_interval=0.3)
+        wait_for(
+            lambda: len(one.latest().partitions) == 2 and len(two.latest().partitions) == 2,
+            30,
+            "the second member took half the partitions",
+        )
+        third = fill(broker, topic, 200, tmp_path / "producer-3")
+        two.relay.stop()
+        two.thread.join(20)
+        srv = ReferenceServer(api_keys=[API_KEY], port=port).start()  # a new, empty store
+        wanted = set(second) | set(third)
+        wait_for(lambda: wanted <= server_keys(srv), 40, "every held and later event arrived")
+        wait_for(lambda: all_committed(broker, topic, group), 20, "every partition committed")
+        assert set(first) & server_keys(srv) <= set(first)  # resends of old ones are fine
+    finally:
+        srv.stop()
