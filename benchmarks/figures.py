@@ -33,7 +33,7 @@ Med = dict[str, dict[str, dict[str, Any]]]  # scenario -> peer -> field -> media
 def medians(results: Rows) -> Med:
     out: Med = {}
     for scenario, rows in results.items():
-        if scenario == "web":
+        if scenario in ("web", "web_1ms"):
             rows = _relative(
                 rows, "none", {"rps": "rps_vs_none", "cpu_us_per_request": "cpu_vs_none"}
             )

@@ -97,8 +97,8 @@ def _keeping(med: Med, meta: dict[str, Any]) -> list[str]:
     return out
 
 
-def _web(med: Med, meta: dict[str, Any]) -> list[str]:
-    w = med.get("web")
+def _web(med: Med, meta: dict[str, Any], scenario: str = "web") -> list[str]:
+    w = med.get(scenario)
     if not w:
         return []
     peers = [p for p in ("none", *PEER_ORDER) if p in w]
@@ -112,11 +112,16 @@ def _web(med: Med, meta: dict[str, Any]) -> list[str]:
         table_row("CPU per request vs no reporting", w, peers, cell("cpu_vs_none", share_pct)),
     ]
     web = meta["web"]
+    route = "a WSGI route answering `ok`"
+    title = "### Web app overhead: one report() per request"
+    if scenario == "web_1ms":
+        route = "a WSGI route that spends 1 ms of CPU, then answers `ok`"
+        title = "### Web app overhead, an endpoint with 1 ms of CPU per request"
     out = [
         "",
-        "### Web app overhead: one report() per request",
+        title,
         "",
-        f"gunicorn, one sync worker, a WSGI route answering `ok`; {meta['load_generator']} with "
+        f"gunicorn, one sync worker, {route}; {meta['load_generator']} with "
         f"{web['connections']} connections for {web['seconds']:.0f} s per run. The worker is "
         "pinned to one CPU, the load generator and the sink to the other. CPU per request is "
         "the worker process's user+system time (all its threads) over the requests served: it "
@@ -253,6 +258,7 @@ def render(meta: dict[str, Any], results: Rows) -> str:
     lines += kafka(meta.get("kafka"))
     lines += _keeping(med, meta)
     lines += _web(med, meta)
+    lines += _web(med, meta, "web_1ms")
     lines += _ratios(med)
     lines += meaning(med)
     orb_calls = ", ".join(f"{n:,} {name}" for name, (_, n) in meta["calls"].items())

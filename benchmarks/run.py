@@ -44,7 +44,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NEEDED = {"segment": "segment-analytics-python", "posthog": "posthog", "mixpanel": "mixpanel"}
 NEEDED |= {"orb": "orb-billing", "gunicorn": "gunicorn", "meterline": "meterline"}
-BASELINE = {"steady": "raw", "web": "none"}  # run right after meterline, in every round
+# run right after meterline, in every round
+BASELINE = {"steady": "raw", "web": "none", "web_1ms": "none"}
 
 Job = Callable[[], dict[str, Any]]
 
@@ -166,6 +167,11 @@ def plan(ctx: suite.Context, args: argparse.Namespace, run: int) -> list[tuple[s
         web = partial(suite.run_web, duration=args.web_seconds, connections=args.web_connections)
         for peer in _order("web", ("none", *suite.PEERS), run, core_only=run >= args.runs):
             units.append(("web", peer, partial(web, ctx, peer, run)))
+    if (not args.only or "web_1ms" in args.only) and run < args.runs:
+        # An endpoint that spends 1 ms of CPU: meterline, the raw limit and no reporting.
+        slow = partial(suite.run_web, duration=args.web_seconds, connections=args.web_connections)
+        for peer in _order("web_1ms", ("none", "meterline", "raw"), run, core_only=False):
+            units.append(("web_1ms", peer, partial(slow, ctx, peer, run, cpu_ms=1.0)))
     return units
 
 

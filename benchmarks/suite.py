@@ -167,10 +167,17 @@ ROWS: dict[str, Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]] = {
 
 
 def run_web(
-    ctx: Context, peer: str, run: int, *, duration: float, connections: int
+    ctx: Context,
+    peer: str,
+    run: int,
+    *,
+    duration: float,
+    connections: int,
+    cpu_ms: float = 0.0,
 ) -> dict[str, Any]:
-    """One gunicorn run for ``peer`` (or ``none``), with the sink's counts afterwards."""
-    label = f"web-{peer}-{run}"
+    """One gunicorn run for ``peer`` (or ``none``), with the sink's counts afterwards;
+    ``cpu_ms``: CPU each request spends before it reports (the ``web_1ms`` scenario)."""
+    label = f"web{'-1ms' if cpu_ms else ''}-{peer}-{run}"
     ctx.control.reset(label)
     journal = ctx.work / label / "journal"
     journal.mkdir(parents=True)
@@ -184,6 +191,7 @@ def run_web(
         app_cpu=ctx.driver_cpu,
         load_cpu=ctx.sink_cpu,
         log=ctx.logs / f"{label}.log",
+        cpu_ms=cpu_ms,
     )
     counts = ctx.control.settle(1 << 40, quiet=0.3, limit=5.0)
     row.update(run=run, delivered=counts["seqs"], wall_s=time.monotonic() - started)

@@ -47,9 +47,11 @@ def run_once(
     app_cpu: int | None,
     load_cpu: int | None,
     log: Path,
+    cpu_ms: float = 0.0,
 ) -> dict[str, Any]:
     env = dict(os.environ)
     env.update(BENCH_PEER=peer, BENCH_SINK=sink_url, BENCH_JOURNAL_DIR=journal_dir)
+    env["BENCH_CPU_MS"] = str(cpu_ms)
     cmd = [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "sync"]
     cmd += ["--bind", "127.0.0.1:0", "--pythonpath", str(HERE), "--log-level", "info"]
     cmd += ["--graceful-timeout", "10", *_no_control_socket(), "webapp:app"]
