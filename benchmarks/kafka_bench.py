@@ -143,7 +143,7 @@ def _producer(peer: str, broker: str, topic: str, n: int) -> dict[str, Any]:
         import orjson
         from confluent_kafka import Producer
 
-        from meterline._event import format_ns
+        from meterline._stamps import format_ns
 
         producer = Producer(
             {"bootstrap.servers": broker, "enable.idempotence": True, "acks": "all"}
@@ -254,7 +254,7 @@ def _server_ceiling(n: int) -> float:
     import httpx
     import orjson
 
-    from meterline._event import format_ns
+    from meterline._stamps import format_ns
     from meterline.server import ReferenceServer
 
     server = ReferenceServer(api_keys=["bench-key"]).start()

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ._outcomes import (
@@ -53,6 +54,13 @@ if TYPE_CHECKING:
     from ._config import Config
 
 __all__ = ["Batch", "Delivery", "Item"]
+
+_key = itemgetter(2)  # Item.key
+_body = itemgetter(3)  # Item.body
+
+
+def _body_bytes(items: list[Item]) -> int:
+    return sum(map(len, map(_body, items)))
 
 
 class Delivery(Outcomes):
@@ -179,6 +187,8 @@ class Delivery(Outcomes):
     def _chunks(self, items: list[Item]) -> list[list[Item]]:
         config = self._config
         limit = config.max_batch_bytes - 16
+        if len(items) <= config.max_batch_events and _body_bytes(items) + len(items) <= limit:
+            return [items]  # one request: a live batch, cut to these limits already
         chunks: list[list[Item]] = [[]]
         size = 0
         for it in items:
@@ -201,7 +211,7 @@ class Delivery(Outcomes):
         try:
             if self._transport is None:
                 self._transport = self._transport_factory()
-            response = self._transport.send([it.body for it in items], timeout=timeout)
+            response = self._transport.send(list(map(_body, items)), timeout=timeout)
             self.answered = True
             status = response.status
             if type(status) is not int:
@@ -220,7 +230,7 @@ class Delivery(Outcomes):
 
     def _classify(self, items: list[Item], response: Response, status: int) -> Result:
         """Act on what the destination makes of the answer (``destinations._base.Answer``)."""
-        answer = self._destination.read(response, [it.key for it in items])
+        answer = self._destination.read(response, list(map(_key, items)))
         kind = answer.kind
         if kind == ACCEPTED:
             if answer.retry:
@@ -257,7 +267,7 @@ class Delivery(Outcomes):
         return Result(pending=items, error=error)
 
     def _accepted(self, items: list[Item], bad: Mapping[str, list[str]]) -> Result:
-        self._counters.add("bytes_sent", sum(len(it.body) for it in items))
+        self._counters.add("bytes_sent", _body_bytes(items))
         if not bad:
             return Result(delivered=items)
         result = Result()

@@ -17,12 +17,12 @@ from typing import Any, Final
 import orjson
 
 from ._errors import InvalidEventError
+from ._stamps import format_ns
 
 __all__ = [
     "MAX_FUTURE_SECONDS",
     "Pending",
     "forget_keys",
-    "format_ns",
     "new_key",
     "top_up_keys",
     "validate",
@@ -260,20 +260,6 @@ def _utc_string(timestamp: object) -> str:
         f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
         f"{utc.second:02d}.{utc.microsecond:06d}Z"
     )
-
-
-_second_cache: tuple[int, str] = (-1, "")
-
-
-def format_ns(ns: int) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` for a time in ns since the epoch (worker thread only)."""
-    global _second_cache
-    sec, rem = divmod(ns, 1_000_000_000)
-    cached_sec, prefix = _second_cache
-    if sec != cached_sec:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _second_cache = (sec, prefix)
-    return f"{prefix}.{rem // 1000:06d}Z"
 
 
 def _body(

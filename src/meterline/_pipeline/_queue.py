@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
+from itertools import accumulate, islice, repeat
+from operator import itemgetter
 from typing import Any
 
 from meterline._event import SIZE, Pending
@@ -33,6 +36,7 @@ _ROOM_WAIT = 0.1  # the longest a full queue holds report() back, in seconds
 _NO_PROGRESS = 0.05
 _ROOM_POLL = 0.0002
 _NO_ROOM_BACKOFF = 0.1  # with the journal refusing, drop at once for this long after a wait
+_size = itemgetter(SIZE)
 
 
 class Wake:
@@ -94,15 +98,19 @@ class Queue:
     def put(self, event: Pending) -> None:
         """Enqueue one validated event, or turn it away when memory stays full."""
         entries = self.entries
-        if self._full(event[SIZE]) and not self._wait_for_room(event[SIZE]):
+        size = event[SIZE]
+        held = self._settlement
+        queued = self.in_bytes - self.out_bytes  # _full(size), inlined: this runs per event
+        if (
+            len(entries) + held.held_events >= self._max_events
+            or queued + held.held_bytes + size > self._max_bytes
+        ) and not self._wait_for_room(size):
             entries.append((event,))
             self._wake()
             return
         entries.append(event)
-        self.in_bytes += event[SIZE]
-        if len(entries) >= self._batch_events or self.in_bytes - self.out_bytes >= (
-            self._batch_bytes
-        ):
+        self.in_bytes += size
+        if len(entries) >= self._batch_events or queued + size >= self._batch_bytes:
             self._wake()
 
     def _full(self, size: int) -> bool:
@@ -142,6 +150,20 @@ class Queue:
     def take(self, max_events: int, max_bytes: int) -> list[Any]:
         """Up to ``max_events`` entries, cut by estimated bytes (spooler; under the
         settlement lock, so that indexes follow queue order)."""
+        entries = self.entries
+        head = list(islice(entries, max_events))
+        if not head:
+            return head
+        if min(map(len, head)) == 1:  # something turned away among them: one by one
+            return self._take_one_by_one(max_events, max_bytes)
+        ends = list(accumulate(map(_size, head)))
+        k = max(1, bisect_right(ends, max_bytes))  # the most that fit; at least one
+        # Only the spooler pops, and callers only append: the first k are still ``head``.
+        taken = list(map(deque.popleft, repeat(entries, k)))
+        self.out_bytes += ends[k - 1]
+        return taken
+
+    def _take_one_by_one(self, max_events: int, max_bytes: int) -> list[Any]:
         entries = self.entries
         out: list[Any] = []
         size = 0

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from operator import itemgetter
 
 from meterline._delivery import Item
 from meterline._stats import FlushResult
 
 __all__ = ["OUTCOMES", "Settlement", "Waiter"]
+
+_idx = itemgetter(0)  # Item.idx
+_size = itemgetter(1)  # Item.size
 
 OUTCOMES = ("sent", "journaled", "rejected", "dropped", "deduplicated")
 
@@ -87,19 +91,29 @@ class Settlement:
     def settle(self, items: Sequence[Item], outcome: str, *, abandoned: bool = False) -> int:
         """Record the outcome of items (replayed items, index -1, are not held); return how
         many were settled now (not before, by close())."""
-        live = [it for it in items if it.idx >= 0]
-        if not live:
+        if not items:
             return 0
+        if min(map(_idx, items)) >= 0:
+            live = items  # a live batch: every event is held
+        else:
+            live = [it for it in items if it.idx >= 0]
+            if not live:
+                return 0
         with self.lock:
             if self._abandoned and not abandoned:
                 live = [it for it in live if it.idx not in self._abandoned]
                 if not live:
                     return 0
             self.held_events -= len(live)
-            self.held_bytes -= sum(it.size for it in live)
+            self.held_bytes -= sum(map(_size, live))
             done = False
             for waiter in self._waiters:
-                k = sum(1 for it in live if it.idx < waiter.target)
+                target = waiter.target
+                k = (
+                    len(live)
+                    if max(map(_idx, live)) < target
+                    else sum(1 for it in live if it.idx < target)
+                )
                 if k:
                     waiter.counts[outcome] += k
                     waiter.remaining -= k

@@ -30,6 +30,7 @@ from meterline._response import Response, retry_after
 
 from ._base import (
     ACCEPTED,
+    EXACT,
     INVALID,
     INVALID_BATCH,
     Answer,
@@ -90,7 +91,7 @@ class Lago:
             doc["code"] = event_name
             doc["timestamp"] = unix_text(ts)
             doc["properties"] = _no_bools(props)
-            out.append(dumps(doc))
+            out.append(dumps(doc, option=EXACT)[:-1])  # bytes of their own size: see _base
         return out
 
     def envelope(self, events: Sequence[bytes]) -> bytes:

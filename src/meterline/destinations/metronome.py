@@ -26,6 +26,7 @@ from meterline._response import Response
 
 from ._base import (
     ACCEPTED,
+    EXACT,
     INVALID_BATCH,
     Answer,
     Session,
@@ -33,7 +34,7 @@ from ._base import (
     check_age,
     check_lengths,
     default_read,
-    iso_utc,
+    iso_utc_many,
     problem_detail,
 )
 
@@ -89,13 +90,15 @@ class Metronome:
         )
         dumps = orjson.dumps
         out = []
-        for key, customer, event_name, props, ts, _ in events:
+        for (key, customer, event_name, props, _, _), stamp in zip(
+            events, iso_utc_many(events), strict=True
+        ):
             doc["transaction_id"] = key
             doc["customer_id"] = customer
             doc["event_type"] = event_name
-            doc["timestamp"] = iso_utc(ts)
+            doc["timestamp"] = stamp
             doc["properties"] = props
-            out.append(dumps(doc))
+            out.append(dumps(doc, option=EXACT)[:-1])  # bytes of their own size: see _base
         return out
 
     def envelope(self, events: Sequence[bytes]) -> bytes:

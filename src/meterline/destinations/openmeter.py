@@ -25,7 +25,16 @@ from meterline._errors import ConfigError
 from meterline._event import Pending
 from meterline._response import Response
 
-from ._base import ACCEPTED, INVALID_BATCH, Answer, Session, bearer, default_read, iso_utc
+from ._base import (
+    ACCEPTED,
+    EXACT,
+    INVALID_BATCH,
+    Answer,
+    Session,
+    bearer,
+    default_read,
+    iso_utc_many,
+)
 from ._base import problem_detail as _detail
 
 __all__ = ["OpenMeter"]
@@ -91,13 +100,15 @@ class OpenMeter:
         }
         dumps = orjson.dumps
         out = []
-        for key, customer, event_name, props, ts, _ in events:
+        for (key, customer, event_name, props, _, _), stamp in zip(
+            events, iso_utc_many(events), strict=True
+        ):
             doc["id"] = key
             doc["type"] = event_name
             doc["subject"] = customer
-            doc["time"] = iso_utc(ts)
+            doc["time"] = stamp
             doc["data"] = props
-            out.append(dumps(doc))
+            out.append(dumps(doc, option=EXACT)[:-1])  # bytes of their own size: see _base
         return out
 
     def envelope(self, events: Sequence[bytes]) -> bytes:

@@ -20,13 +20,14 @@ from meterline._response import Response
 
 from ._base import (
     ACCEPTED,
+    EXACT,
     INVALID,
     INVALID_BATCH,
     Answer,
     Session,
     bearer,
     default_read,
-    iso_utc,
+    iso_utc_many,
     problem_detail,
     reasons,
 )
@@ -84,13 +85,15 @@ class Orb:
         )
         dumps = orjson.dumps
         out = []
-        for key, customer, event_name, props, ts, _ in events:
+        for (key, customer, event_name, props, _, _), stamp in zip(
+            events, iso_utc_many(events), strict=True
+        ):
             doc["idempotency_key"] = key
             doc[field] = customer
             doc["event_name"] = event_name
-            doc["timestamp"] = iso_utc(ts)
+            doc["timestamp"] = stamp
             doc["properties"] = props
-            out.append(dumps(doc))
+            out.append(dumps(doc, option=EXACT)[:-1])  # bytes of their own size: see _base
         return out
 
     def envelope(self, events: Sequence[bytes]) -> bytes:

@@ -32,6 +32,7 @@ from meterline._response import Response, SessionGrant, is_retryable_status, ret
 
 from ._base import (
     ACCEPTED,
+    EXACT,
     INVALID_BATCH,
     REFUSED,
     RETRY,
@@ -41,7 +42,7 @@ from ._base import (
     check_age,
     check_lengths,
     default_read,
-    iso_utc,
+    iso_utc_many,
     problem_detail,
 )
 
@@ -150,14 +151,16 @@ class Stripe:
         doc: dict[str, Any] = dict.fromkeys(("identifier", "event_name", "timestamp", "payload"))
         dumps = orjson.dumps
         out = []
-        for key, customer, event_name, props, ts, _ in events:
+        for (key, customer, event_name, props, _, _), stamp in zip(
+            events, iso_utc_many(events), strict=True
+        ):
             payload = {k: as_text(v) for k, v in props.items()}
             payload[customer_key] = customer
             doc["identifier"] = key
             doc["event_name"] = event_name
-            doc["timestamp"] = iso_utc(ts)
+            doc["timestamp"] = stamp
             doc["payload"] = payload
-            out.append(dumps(doc))
+            out.append(dumps(doc, option=EXACT)[:-1])  # bytes of their own size: see _base
         return out
 
     def envelope(self, events: Sequence[bytes]) -> bytes:
