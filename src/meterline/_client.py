@@ -145,7 +145,8 @@ class Client:
         Raises ``InvalidEventError`` for a bad event and ``ClientClosedError`` after
         ``close()``; never raises or blocks for delivery problems.
         """
-        self._check_fork()  # before validate(): a forked child must draw keys of its own
+        if self._pipeline.pid != os.getpid():  # check_fork(), inlined: it runs per event
+            self._check_fork()  # before validate(): a forked child must draw keys of its own
         event = validate(
             customer,
             event_name,

@@ -103,7 +103,10 @@ def validate(
     if event_name not in _good_names:
         _check_event_name(event_name)
     if idempotency_key is None:
-        key = new_key()
+        try:
+            key = _pool.pop()  # new_key(), inlined: this runs per event
+        except IndexError:
+            key = new_key()
     elif type(idempotency_key) is str and idempotency_key and len(idempotency_key) <= MAX_KEY_CHARS:
         key = idempotency_key
         if not key.isascii():

@@ -89,7 +89,7 @@ class Pipeline:
 
     def _init_state(self) -> None:
         config = self.config
-        self._pid = os.getpid()
+        self.pid = os.getpid()  # report() compares it with os.getpid() on every call
         self.log = RateLimitedLog()
         self.counters = Counters()
         self.settlement = Settlement()
@@ -159,7 +159,7 @@ class Pipeline:
 
     def check_fork(self) -> None:
         """Start empty if this process was forked without Python's hooks (uWSGI)."""
-        if self._pid != os.getpid():
+        if self.pid != os.getpid():
             self._reset_after_fork()
 
     def submit(self, event: Pending) -> None:
@@ -406,7 +406,7 @@ class Pipeline:
 
     def _reset_after_fork(self) -> None:
         """In a forked child: start empty; the parent keeps and sends what it had."""
-        if self._pid == os.getpid():
+        if self.pid == os.getpid():
             return
         forget_keys()  # uWSGI forks without the hook that empties the parent's key pool
         delivery = self.delivery
