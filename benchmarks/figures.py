@@ -1,7 +1,8 @@
 """The medians of a benchmark run's rows, and how RESULTS.md formats a figure.
 
 Every figure is the median over the runs of one (scenario, peer). Ratios to a baseline
-(meterline ÷ raw limit end to end, a peer ÷ no reporting in the web app) are taken run by
+(meterline ÷ raw limit end to end and in CPU per delivered event, a peer ÷ no reporting in
+the web app) and the CPU a peer adds to a web request over no reporting are taken run by
 run first, since the baseline ran right next to meterline, and their median is reported.
 """
 
@@ -17,6 +18,7 @@ TIMES = "\u00d7"  # a multiplication sign: ratios
 
 NAMES = {
     "meterline": "meterline",
+    "meterline-wal": "meterline, write-ahead",
     "raw": "raw limit",
     "segment": "segment",
     "posthog": "posthog",
@@ -24,7 +26,20 @@ NAMES = {
     "orb-billing": "orb-billing",
     "none": "no reporting",
 }
-PEER_ORDER = ("meterline", "raw", "segment", "posthog", "mixpanel", "orb-billing")
+PEER_ORDER = ("meterline", "meterline-wal", "raw", "segment", "posthog", "mixpanel", "orb-billing")
+
+# CPU per delivered event in the steady scenario: all threads, the caller's thread alone
+CPU, MAIN_CPU = "cpu_us_per_delivered", "main_cpu_us_per_delivered"
+ADDED = "added_us_per_request"  # web: CPU per request over no reporting's, same round
+# fields whose lowest and highest run are kept too
+SPREAD = (
+    "rps",
+    "cpu_us_per_request",
+    "events_per_s_vs_raw",
+    "cpu_vs_raw",
+    "rps_vs_none",
+    ADDED,
+)
 
 Rows = dict[str, list[dict[str, Any]]]
 Med = dict[str, dict[str, dict[str, Any]]]  # scenario -> peer -> field -> median
@@ -37,9 +52,14 @@ def medians(results: Rows) -> Med:
             rows = _relative(
                 rows, "none", {"rps": "rps_vs_none", "cpu_us_per_request": "cpu_vs_none"}
             )
+            rows = _added(rows, "none", "cpu_us_per_request", ADDED)
             rows = [_background_cpu(r) for r in rows]
         if scenario == "steady":
-            rows = _relative(rows, "raw", {"events_per_s": "events_per_s_vs_raw"})
+            rows = _relative(
+                rows,
+                "raw",
+                {"events_per_s": "events_per_s_vs_raw", "cpu_us_per_delivered": "cpu_vs_raw"},
+            )
         by_peer: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_peer.setdefault(row["peer"], []).append(row)
@@ -53,7 +73,7 @@ def medians(results: Rows) -> Med:
             out[scenario][peer]["notes"] = notes
             out[scenario][peer]["spread"] = {
                 k: (min(r[k] for r in peer_rows), max(r[k] for r in peer_rows))
-                for k in ("rps", "cpu_us_per_request", "events_per_s_vs_raw", "rps_vs_none")
+                for k in SPREAD
                 if all(is_number(r.get(k)) for r in peer_rows)
             }
     return out
@@ -71,6 +91,20 @@ def _relative(
         for field, name in fields.items():
             if is_number(row.get(field)) and b.get(field):
                 row[name] = row[field] / b[field]
+        out.append(row)
+    return out
+
+
+def _added(
+    rows: list[dict[str, Any]], baseline: str, field: str, name: str
+) -> list[dict[str, Any]]:
+    """Rows with ``name``: ``field`` minus the baseline peer's ``field`` in the same run."""
+    base = {r["run"]: r for r in rows if r["peer"] == baseline}
+    out = []
+    for row in rows:
+        b = base.get(row["run"], {})
+        if is_number(row.get(field)) and is_number(b.get(field)):
+            row = {**row, name: row[field] - b[field]}
         out.append(row)
     return out
 

@@ -14,9 +14,9 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-PEERS = ("meterline", "segment", "posthog", "mixpanel", "orb-billing", "raw")
+PEERS = ("meterline", "meterline-wal", "segment", "posthog", "mixpanel", "orb-billing", "raw")
 EVENT_NAME = "api_call"
 BATCH = 500  # the raw limit's batch size, also meterline's default max_batch_events
 
@@ -54,13 +54,14 @@ class Meterline:
     """meterline with its defaults and a journal in ``journal_dir``."""
 
     name = "meterline"
+    options: ClassVar[dict[str, Any]] = {}
     send: Send
 
     def __init__(self, sink_url: str, journal_dir: str) -> None:
         import meterline
 
         self.client = meterline.Client(
-            api_key="bench-key", base_url=f"{sink_url}/v1", journal_dir=journal_dir
+            api_key="bench-key", base_url=f"{sink_url}/v1", journal_dir=journal_dir, **self.options
         )
         self.send = self.client.report
 
@@ -80,6 +81,14 @@ class Meterline:
 
     def close(self, timeout: float) -> None:
         self.client.close(timeout)
+
+
+class MeterlineWriteAhead(Meterline):
+    """meterline with ``durability="write_ahead"``: every event journaled within a few
+    milliseconds, whatever the network does; otherwise its defaults."""
+
+    name = "meterline-wal"
+    options: ClassVar[dict[str, Any]] = {"durability": "write_ahead"}
 
 
 class Segment:
@@ -245,6 +254,7 @@ class RawLimit:
 
 _FACTORIES: dict[str, Callable[[str, str], Peer]] = {
     "meterline": Meterline,
+    "meterline-wal": MeterlineWriteAhead,
     "segment": Segment,
     "posthog": PostHog,
     "mixpanel": Mixpanel,

@@ -6,7 +6,9 @@ from typing import Any
 
 from dest_results import section as destinations
 from figures import (
+    CPU,
     DASH,
+    MAIN_CPU,
     NAMES,
     PEER_ORDER,
     TIMES,
@@ -50,7 +52,8 @@ def _steady(med: Med, meta: dict[str, Any]) -> list[str]:
         table_row("end-to-end events/s", s, peers, cell("events_per_s", num)),
         table_row("delivered / calls", s, peers, delivered),
         table_row("duplicates at the wire", s, peers, cell("duplicates", num)),
-        table_row("CPU per event, all threads", s, peers, cell("cpu_us_per_event", lat)),
+        table_row("CPU per delivered event, all threads", s, peers, cell(CPU, lat)),
+        table_row("… of it on the caller's thread", s, peers, cell(MAIN_CPU, lat)),
         table_row("peak RSS growth", s, peers, cell("rss_growth_mb", lambda v: f"{num(v, 1)} MB")),
     ]
     out += table([""] + [NAMES[p] for p in peers], rows)
@@ -194,9 +197,9 @@ def _machine(meta: dict[str, Any], med: Med) -> list[str]:
         f"- Date: {meta['date']}; total wall time {meta['wall_seconds'] / 60:.1f} min; "
         f"load average before {meta['load_before'][0]:.2f}, after {meta['load_after'][0]:.2f} "
         "(other work on the machine shows here)",
-        f"- Runs: median of {meta['runs']} per figure ({meta['core_runs']} for meterline and "
-        "the raw limit in the steady scenario, and for meterline and no reporting in the web "
-        f"one), each in a fresh process; {meta['pinning']}",
+        f"- Runs: median of {meta['runs']} per figure ({meta['core_runs']} for meterline, its "
+        "write-ahead mode and the raw limit in the steady scenario, and for meterline and no "
+        f"reporting in the web one), each in a fresh process; {meta['pinning']}",
     ]
     if ceiling:
         lines.append(
@@ -238,7 +241,10 @@ synchronous HTTP request per call, so it runs fewer calls ({orb_calls}). Mixpane
 `BufferedConsumer` builds `https://` URLs from `api_host`, so its endpoint URLs are given
 as `http://` and its retrying adapter is mounted for `http://` too; it flushes every 50
 events on the caller's thread. meterline gets a temporary `journal_dir`; its flush path is
-`flush()` then `replay()`."""
+`flush()` then `replay()`. "meterline, write-ahead" is the same client with
+`durability="write_ahead"` (every event journaled within a few milliseconds), measured in
+the steady scenario only. CPU per delivered event is the process's CPU time from the first
+call to the end of the flush over the events the sink received."""
 
 
 def render(meta: dict[str, Any], results: Rows) -> str:

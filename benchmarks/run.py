@@ -8,10 +8,11 @@ runs every scenario for every peer, each run in a fresh process pinned to the fi
 the peers' order rotating from round to round so that a slow moment of the machine does
 not always land on the same one; meterline and its baseline (the raw limit in the steady
 scenario, no reporting in the web one) run back to back and get extra rounds, because
-their ratio is what the targets are about. After the first round, a run that would end
-past ``--budget`` seconds is skipped. Raw rows go to ``.bench/results.json``, logs to
-``.bench/logs/``. The destinations stage (``dest_suite.py``) measures meterline once per
-destination in each of the first ``--runs`` rounds; ``--only destinations`` runs just it.
+their ratio is what the targets are about (meterline in write-ahead mode, steady only,
+gets them too). After the first round, a run that would end past ``--budget`` seconds is
+skipped. Raw rows go to ``.bench/results.json``, logs to ``.bench/logs/``. The
+destinations stage (``dest_suite.py``) measures meterline once per destination in each of
+the first ``--runs`` rounds; ``--only destinations`` runs just it.
 The Kafka stage (``kafka_bench.py``, its own broker) runs once at the end; ``--only kafka``
 runs just it.
 """
@@ -46,6 +47,8 @@ NEEDED = {"segment": "segment-analytics-python", "posthog": "posthog", "mixpanel
 NEEDED |= {"orb": "orb-billing", "gunicorn": "gunicorn", "meterline": "meterline"}
 # run right after meterline, in every round
 BASELINE = {"steady": "raw", "web": "none", "web_1ms": "none"}
+# also in every round (about 1.5 s a run), wherever the rotation puts them
+EVERY_ROUND = {"steady": ("meterline-wal",)}
 
 Job = Callable[[], dict[str, Any]]
 
@@ -183,7 +186,8 @@ def _order(scenario: str, names: tuple[str, ...], run: int, *, core_only: bool) 
     order = rest[k:] + rest[:k]
     if baseline in names:
         order.insert(order.index("meterline") + 1, baseline)
-    return [p for p in order if p in ("meterline", baseline)] if core_only else order
+    core = ("meterline", baseline, *EVERY_ROUND.get(scenario, ()))
+    return [p for p in order if p in core] if core_only else order
 
 
 def machine() -> dict[str, Any]:

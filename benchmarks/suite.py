@@ -22,6 +22,7 @@ from sinkctl import SinkControl
 HERE = Path(__file__).resolve().parent
 PEERS = ("meterline", "raw", "segment", "posthog", "mixpanel", "orb-billing")
 SHIPPERS = tuple(p for p in PEERS if p != "raw")  # the raw limit has no retries or exit path
+STEADY = (*PEERS, "meterline-wal")  # write-ahead meterline: its figures in the steady table
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
     return {
         s.name: s
         for s in (
-            Scenario("steady", PEERS, 50_000 // scale, 2_000 // scale, 120.0),
+            Scenario("steady", STEADY, 50_000 // scale, 2_000 // scale, 120.0),
             Scenario("outage", SHIPPERS, 20_000 // scale, 200 // scale, 90.0),
             Scenario("exit", SHIPPERS, 10_010 // scale, 1_010 // scale, 60.0),
             # PostHog and orb-billing back off >= 0.5-1 s per failed request: keep it short.
@@ -139,6 +140,12 @@ def _steady(driver: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
         row["events_per_s"] = counts["seqs"] / row["e2e_s"]
     row["rss_growth_mb"] = driver.get("rss_growth_kib", 0) / 1024
     row["cpu_us_per_event"] = driver.get("cpu_us_per_event")
+    row["main_cpu_us_per_event"] = driver.get("main_cpu_us_per_event")
+    if row["cpu_us_per_event"] is not None and counts["seqs"]:
+        per_delivered = driver.get("calls", 0) / counts["seqs"]
+        row["cpu_us_per_delivered"] = row["cpu_us_per_event"] * per_delivered
+        if row["main_cpu_us_per_event"] is not None:
+            row["main_cpu_us_per_delivered"] = row["main_cpu_us_per_event"] * per_delivered
     row["floor_us"] = _us(driver.get("floor_ns", 0))
     row["info"] = driver.get("info")
     return row
