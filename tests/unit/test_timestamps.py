@@ -47,3 +47,23 @@ def test_five_minutes_ahead_is_the_limit():
 def test_old_timestamps_are_left_to_the_server():
     """A week-old event is the server's grace period to judge, not the client's."""
     assert _sent_timestamp(timestamp=NOW - timedelta(days=7)) == "2026-11-15T12:30:45.123456Z"
+
+
+def test_stamps_match_datetimes_formatting_across_the_range():
+    """The spooler's formatter (a cached second, the fraction from two tables) writes what
+    ``datetime`` writes, for random instants from 1970 to 2100 and stamps given as text."""
+    import random
+
+    from meterline._stamps import format_many, format_ns
+
+    rng = random.Random(7)
+    instants = [rng.randrange(0, 4_102_444_800 * 10**9) for _ in range(20_000)]
+    instants += [0, 999, 10**9 - 1, 10**9, 4_102_444_799_999_999_999]
+    events = [("k", "c", "e", {}, ns, 0) for ns in instants] + [("k", "c", "e", {}, "x", 0)]
+    want = [
+        datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        + f".{ns // 1000 % 10**6:06d}Z"
+        for ns in instants
+    ]
+    assert format_many(events) == [*want, "x"]
+    assert [format_ns(ns) for ns in instants] == want
