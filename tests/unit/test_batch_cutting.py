@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -117,3 +118,30 @@ def test_take_matches_the_one_by_one_path(
     assert list(fast.entries) == list(slow.entries)
     assert fast.out_bytes == slow.out_bytes
     assert taken_fast + list(fast.entries) == entries  # nothing lost, order kept
+
+
+def _odd_serializers() -> list[Any]:
+    def none(events: Any) -> Any:
+        return None
+
+    def raising_generator(events: Any) -> Any:
+        def bodies() -> Any:
+            yield from ORB.serialize_many(events)[:1]
+            raise ValueError("midway")
+
+        return bodies() if len(events) > 1 else iter(ORB.serialize_many(events))
+
+    def tuple_of_bytes(events: Any) -> Any:
+        return tuple(ORB.serialize_many(events))
+
+    return [none, raising_generator, tuple_of_bytes]
+
+
+@pytest.mark.parametrize("serialize", _odd_serializers(), ids=lambda f: f.__name__)
+def test_a_misbehaving_custom_serializer_costs_no_event(serialize: Any) -> None:
+    """A serializer answering None, or a generator that raises part way, once made the
+    whole cut raise on the spooler: its events were held for ever, never settled."""
+    entries: list[Any] = _pendings([("c", 5, None)] * 10)
+    made = cut(entries, 0, serialize, 500, 1 << 20)
+    counted = sum(len(b.items) for b in made.batches) + len(made.unserializable)
+    assert counted == len(entries)

@@ -92,11 +92,11 @@ def _serialize_all(entries: list[Pending], serialize: Serialize) -> list[bytes] 
     """Every event's bytes, or None when the serializer refused one (or answered oddly)."""
     try:
         made = serialize(entries)
+        if type(made) is not list:
+            made = list(made)  # a tuple, a generator (which may raise), None...
+        if len(made) != len(entries) or (made and set(map(type, made)) != {bytes}):
+            return None
     except Exception:  # noqa: BLE001 - orjson.JSONEncodeError, or a custom destination's bug
-        return None
-    if type(made) is not list:
-        made = list(made)
-    if len(made) != len(entries) or (made and set(map(type, made)) != {bytes}):
         return None
     return made
 
