@@ -75,9 +75,15 @@ class _CoreStream(httpx.SyncByteStream):
             close()
 
 
-def pool(url: httpx.URL | None, backend: httpcore.NetworkBackend) -> httpcore.ConnectionPool:
-    """A pool for ``url`` (through the environment's proxy for it, if any) on ``backend``."""
-    ssl_context = httpx.create_ssl_context()  # SSL_CERT_FILE or SSL_CERT_DIR, else certifi's
+def pool(
+    url: httpx.URL | None, backend: httpcore.NetworkBackend, *, other_origins: bool = False
+) -> httpcore.ConnectionPool:
+    """A pool for ``url`` (through the environment's proxy for it, if any) on ``backend``;
+    ``other_origins``: requests may go elsewhere too (a session endpoint)."""
+    # SSL_CERT_FILE or SSL_CERT_DIR, else certifi's; loading them takes about 20 ms of CPU,
+    # so not for a plain-HTTP endpoint (a local relay, a test server), which never uses it.
+    tls = url is None or url.scheme != "http" or other_origins
+    ssl_context = httpx.create_ssl_context() if tls else None
     proxy = None if url is None else _environment_proxy(url)
     if proxy is None:
         return httpcore.ConnectionPool(

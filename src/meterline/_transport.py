@@ -167,7 +167,7 @@ class HttpxTransport:
         self._secrets.sort(key=len, reverse=True)  # longest first: "Bearer k" before "k"
         self._key_secrets = tuple(self._secrets)  # a session's are added per grant
         try:
-            connections = pool(httpx.URL(url), DeadlineBackend())
+            connections = pool(httpx.URL(url), DeadlineBackend(), other_origins=session is not None)
         except _FAILURES as exc:
             self._problem = self._describe(exc, timeout)
             connections = pool(None, DeadlineBackend())
