@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 from ._outcomes import (
     DONE,
+    I_BODY,
+    I_KEY,
     RECOVERED,
     Batch,
     DropHook,
@@ -55,8 +57,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Batch", "Delivery", "Item"]
 
-_key = itemgetter(2)  # Item.key
-_body = itemgetter(3)  # Item.body
+_key = itemgetter(I_KEY)
+_body = itemgetter(I_BODY)
 
 
 def _body_bytes(items: list[Item]) -> int:
@@ -193,12 +195,12 @@ class Delivery(Outcomes):
         size = 0
         for it in items:
             if chunks[-1] and (
-                len(chunks[-1]) >= config.max_batch_events or size + len(it.body) + 1 > limit
+                len(chunks[-1]) >= config.max_batch_events or size + len(it[I_BODY]) + 1 > limit
             ):
                 chunks.append([])
                 size = 0
             chunks[-1].append(it)
-            size += len(it.body) + 1
+            size += len(it[I_BODY]) + 1
         return chunks
 
     def _request(self, items: list[Item]) -> Result:
@@ -272,8 +274,8 @@ class Delivery(Outcomes):
             return Result(delivered=items)
         result = Result()
         for it in items:
-            if it.key in bad:
-                result.rejected.append((it, [self.clean(r) for r in reasons(bad[it.key])]))
+            if it[I_KEY] in bad:
+                result.rejected.append((it, [self.clean(r) for r in reasons(bad[it[I_KEY]])]))
             else:
                 result.delivered.append(it)
         return result
@@ -281,8 +283,8 @@ class Delivery(Outcomes):
     def _partly(self, items: list[Item], answer: Answer, status: int) -> Result:
         """Delivered but for the events in ``answer.retry``, which wait for the next try."""
         again = answer.retry
-        result = self._accepted([it for it in items if it.key not in again], answer.rejected)
-        result.pending = [it for it in items if it.key in again]
+        result = self._accepted([it for it in items if it[I_KEY] not in again], answer.rejected)
+        result.pending = [it for it in items if it[I_KEY] in again]
         result.delay, result.error = answer.delay, self._why(answer, status)
         return result
 
@@ -290,14 +292,16 @@ class Delivery(Outcomes):
         """The batch was refused for the events it names: those are rejected, the rest
         (not delivered) sent again at once."""
         bad = [
-            (it, [self.clean(r) for r in reasons(named[it.key])]) for it in items if it.key in named
+            (it, [self.clean(r) for r in reasons(named[it[I_KEY]])])
+            for it in items
+            if it[I_KEY] in named
         ]
         if not bad:  # it named none of ours: find the bad ones by bisection
             if len(items) == 1:
                 return Result(rejected=[(items[0], ["refused by the server"])])
             return self._halves(items)
         result = Result(rejected=bad)
-        rest = [it for it in items if it.key not in named]
+        rest = [it for it in items if it[I_KEY] not in named]
         if rest:
             result.merge(self._request(rest))
         return result

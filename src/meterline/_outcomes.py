@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, Literal
 
 from ._errors import JournalError, JournalFullError
 from ._stats import Counters, DropReport, RateLimitedLog, logger
@@ -23,13 +23,16 @@ if TYPE_CHECKING:
 __all__ = ["DONE", "PARKED", "RECOVERED", "Batch", "Item", "Outcomes", "Result"]
 
 
-class Item(NamedTuple):
-    """One serialized event; ``idx`` orders it in its client's queue (-1: a replayed one)."""
-
-    idx: int
-    size: int
-    key: str
-    body: bytes
+# One serialized event: (idx, size, key, body). ``idx`` orders it in its client's queue (-1:
+# a replayed one), ``size`` is its estimated size in the memory bounds, ``body`` its exact
+# bytes. A plain tuple, not a NamedTuple: CPython's collector stops tracking an exact tuple
+# of atoms once it has survived a collection, and a burst holds one per event until it
+# settles (as a NamedTuple, 0.3 µs of collection work per event in the steady benchmark).
+Item = tuple[int, int, str, bytes]
+I_IDX: Final[Literal[0]] = 0
+I_SIZE: Final[Literal[1]] = 1
+I_KEY: Final[Literal[2]] = 2
+I_BODY: Final[Literal[3]] = 3
 
 
 class Batch:
@@ -128,7 +131,7 @@ class Outcomes:
         assert self.journal is not None
         if result.delivered or result.rejected:
             try:
-                self.journal.settle(claim, remaining=[it.body for it in result.pending])
+                self.journal.settle(claim, remaining=[it[I_BODY] for it in result.pending])
             except JournalError as exc:
                 self._log.log(logging.ERROR, "settle", "meterline: journal settle failed: %s", exc)
                 self.quietly(self.journal.release, claim)
@@ -144,24 +147,24 @@ class Outcomes:
             "rejected",
             "meterline: the server rejected %d event(s), e.g. %s: %s",
             len(items),
-            items[0].key,
+            items[0][I_KEY],
             "; ".join(rejected[0][1]),
         )
         self.call_on_error(
             ValueError("events rejected by the server"),
-            {"rejected": {it.key: reasons for it, reasons in rejected}},
+            {"rejected": {it[I_KEY]: reasons for it, reasons in rejected}},
         )
         self.keep_rejected(rejected, claim)
         self._settle(items, "rejected", "")
 
     def keep_rejected(self, rejected: list[tuple[Item, list[str]]], claim: Claim | None) -> None:
         """Write rejected events with their reasons to ``rejected/`` (settling ``claim``)."""
-        pairs = [(it.body, reasons) for it, reasons in rejected]
+        pairs = [(it[I_BODY], reasons) for it, reasons in rejected]
         if self.journal is None:
             return
         try:
             if claim is None:
-                claim = self.journal.spill_held([it.body for it, _ in rejected])
+                claim = self.journal.spill_held([it[I_BODY] for it, _ in rejected])
             self.journal.settle(claim, rejected=pairs)
         except (JournalError, ValueError) as exc:
             self._log.log(
@@ -175,7 +178,7 @@ class Outcomes:
         try:
             if journal is None:
                 raise JournalError("no usable journal")
-            journal.spill([it.body for it in items])
+            journal.spill([it[I_BODY] for it in items])
         except JournalFullError as exc:
             return self._cannot_journal(items, "journal_full", str(exc), final)
         except JournalError as exc:
@@ -217,7 +220,10 @@ class Outcomes:
         self._settle(items, "dropped", reason)
         self.report_drop(
             DropReport(
-                reason, len(items), tuple(it.key for it in items), tuple(it.body for it in items)
+                reason,
+                len(items),
+                tuple(it[I_KEY] for it in items),
+                tuple(it[I_BODY] for it in items),
             )
         )
 

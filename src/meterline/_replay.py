@@ -20,7 +20,7 @@ import orjson
 
 from ._delivery import Delivery, Item
 from ._errors import JournalCorruptError, JournalError, JournalForeignError
-from ._outcomes import Result
+from ._outcomes import I_BODY, I_KEY, Result
 from ._stats import Counters, DropReport, RateLimitedLog
 
 if TYPE_CHECKING:
@@ -131,14 +131,14 @@ class Replayer:
             return True
         self._pace(len(bodies))
         field = self._key_field
-        items = [Item(-1, 0, _key_of(body, field), body) for body in bodies]
+        items: list[Item] = [(-1, 0, _key_of(body, field), body) for body in bodies]
         stale, items = self._past_window(items)
         result = delivery.send_once(items) if items else Result()
         result.rejected += stale
         if result.rejected:
             delivery.call_on_error(
                 ValueError("replayed events rejected by the server"),
-                {"rejected": {it.key: reasons for it, reasons in result.rejected}},
+                {"rejected": {it[I_KEY]: reasons for it, reasons in result.rejected}},
             )
         if result.delivered:
             self._counters.add("replayed", len(result.delivered))
@@ -151,8 +151,8 @@ class Replayer:
             elif result.delivered or result.rejected:
                 journal.settle(
                     claim,
-                    remaining=[it.body for it in result.pending],
-                    rejected=[(it.body, reasons) for it, reasons in result.rejected],
+                    remaining=[it[I_BODY] for it in result.pending],
+                    rejected=[(it[I_BODY], reasons) for it, reasons in result.rejected],
                 )
             else:
                 journal.release(claim)
@@ -180,7 +180,7 @@ class Replayer:
         stale: list[tuple[Item, list[str]]] = []
         fresh: list[Item] = []
         for it in items:
-            when = _event_time(it.body)
+            when = _event_time(it[I_BODY])
             if when is not None and when < limit:
                 stale.append((it, [self._too_old]))
             else:

@@ -70,7 +70,7 @@ def test_cut_matches_the_one_by_one_path(
     assert counted == len(entries)  # every entry comes out once
     for batch in fast.batches:
         assert len(batch.items) <= max_events
-        size = sum(len(it.body) + 1 for it in batch.items)
+        size = sum(len(it[3]) + 1 for it in batch.items)
         assert len(batch.items) == 1 or size <= max_bytes - 16
 
 

@@ -44,7 +44,7 @@ def _items(n: int) -> list[Item]:
     for i in range(n):
         key = f"k{i}"
         body = orjson.dumps({"idempotency_key": key, "event_name": "e", "properties": {}})
-        out.append(Item(i, 100, key, body))
+        out.append((i, 100, key, body))
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, repeat
+from itertools import accumulate
 from operator import itemgetter
 from typing import Any
 
@@ -27,7 +27,6 @@ __all__ = ["Cut", "cut"]
 _ENVELOPE = 16  # bytes of the batch envelope around the events (Orb's: 13)
 _key = itemgetter(KEY)
 _size = itemgetter(SIZE)
-_new_tuple = tuple.__new__  # Item(...) without its Python-level __new__
 
 
 @dataclass
@@ -68,11 +67,7 @@ def _batched(
     Python-level step per event (each event costs its bytes and a comma)."""
     n = len(entries)
     sizes = map(_size, entries)
-    items: list[Item] = list(
-        map(
-            _new_tuple, repeat(Item), zip(range(first, first + n), sizes, keys, bodies, strict=True)
-        )
-    )
+    items: list[Item] = list(zip(range(first, first + n), sizes, keys, bodies, strict=True))
     limit = max_bytes - _ENVELOPE
     ends = list(accumulate(map(len, bodies), initial=0))  # ends[i]: bytes before event i
     out = Cut()
@@ -111,9 +106,7 @@ def _cut_one_by_one(
     for i, entry in enumerate(entries):
         if len(entry) == 1:
             pending = entry[0]
-            out.turned_away.append(
-                Item(first + i, 0, pending[KEY], _body_or_empty(pending, serialize))
-            )
+            out.turned_away.append((first + i, 0, pending[KEY], _body_or_empty(pending, serialize)))
         else:
             events.append((first + i, entry))
     bodies = _serialize(events, serialize, out)
@@ -125,7 +118,7 @@ def _cut_one_by_one(
         if body is None:
             continue
         key = event[KEY]
-        item: Item = _new_tuple(Item, (idx, event[SIZE], key, body))
+        item: Item = (idx, event[SIZE], key, body)
         earlier = seen.get(key)
         if earlier is not None:
             (out.duplicates if _same(earlier, event) else out.conflicts).append(item)
@@ -152,7 +145,7 @@ def _serialize(
         try:
             bodies.append(_one(event, serialize))
         except Exception:  # noqa: BLE001 - this one event is dropped, counted; the rest go on
-            out.unserializable.append(Item(idx, event[SIZE], event[KEY], b""))
+            out.unserializable.append((idx, event[SIZE], event[KEY], b""))
             bodies.append(None)
     return bodies
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from meterline._delivery import Batch
 from meterline._errors import JournalError
+from meterline._outcomes import I_BODY, I_KEY
 from meterline._stats import DropReport, FlushResult, logger
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ class Closing:
             try:
                 if journal is None:
                     raise JournalError("no usable journal")
-                journal.spill([it.body for it in items])
+                journal.spill([it[I_BODY] for it in items])
             except (JournalError, ValueError) as exc:
                 n = pipe.settlement.settle(items, "dropped", abandoned=True)
                 pipe.counters.drop("journal_unavailable", n)
@@ -187,8 +188,8 @@ class Closing:
                     DropReport(
                         "journal_unavailable",
                         n,
-                        tuple(it.key for it in items),
-                        tuple(it.body for it in items),
+                        tuple(it[I_KEY] for it in items),
+                        tuple(it[I_BODY] for it in items),
                     )
                 )
                 logger.error("meterline: could not journal %d event(s) at close: %s", n, exc)

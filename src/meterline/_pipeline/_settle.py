@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from operator import itemgetter
 
 from meterline._delivery import Item
+from meterline._outcomes import I_IDX, I_SIZE
 from meterline._stats import FlushResult
 
 __all__ = ["OUTCOMES", "Settlement", "Waiter"]
 
-_idx = itemgetter(0)  # Item.idx
-_size = itemgetter(1)  # Item.size
+_idx = itemgetter(I_IDX)
+_size = itemgetter(I_SIZE)
 
 OUTCOMES = ("sent", "journaled", "rejected", "dropped", "deduplicated")
 
@@ -76,8 +77,8 @@ class Settlement:
     def abandon(self, items: Sequence[Item]) -> list[Item]:
         """Mark items as taken over by close(); return those not settled or taken before."""
         with self.lock:
-            fresh = [it for it in items if it.idx >= 0 and it.idx not in self._abandoned]
-            self._abandoned.update(it.idx for it in fresh)
+            fresh = [it for it in items if it[I_IDX] >= 0 and it[I_IDX] not in self._abandoned]
+            self._abandoned.update(it[I_IDX] for it in fresh)
             return fresh
 
     def not_abandoned(self, items: list[Item]) -> list[Item]:
@@ -86,7 +87,7 @@ class Settlement:
         if not self._abandoned:
             return items
         with self.lock:
-            return [it for it in items if it.idx < 0 or it.idx not in self._abandoned]
+            return [it for it in items if it[I_IDX] < 0 or it[I_IDX] not in self._abandoned]
 
     def settle(self, items: Sequence[Item], outcome: str, *, abandoned: bool = False) -> int:
         """Record the outcome of items (replayed items, index -1, are not held); return how
@@ -96,12 +97,12 @@ class Settlement:
         if min(map(_idx, items)) >= 0:
             live = items  # a live batch: every event is held
         else:
-            live = [it for it in items if it.idx >= 0]
+            live = [it for it in items if it[I_IDX] >= 0]
             if not live:
                 return 0
         with self.lock:
             if self._abandoned and not abandoned:
-                live = [it for it in live if it.idx not in self._abandoned]
+                live = [it for it in live if it[I_IDX] not in self._abandoned]
                 if not live:
                     return 0
             self.held_events -= len(live)
@@ -112,7 +113,7 @@ class Settlement:
                 k = (
                     len(live)
                     if max(map(_idx, live)) < target
-                    else sum(1 for it in live if it.idx < target)
+                    else sum(1 for it in live if it[I_IDX] < target)
                 )
                 if k:
                     waiter.counts[outcome] += k

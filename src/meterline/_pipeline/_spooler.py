@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from meterline._delivery import Batch
 from meterline._errors import JournalError
 from meterline._event import top_up_keys
+from meterline._outcomes import I_BODY
 from meterline._pipeline._batches import cut
 from meterline._stats import logger
 
@@ -132,7 +133,7 @@ class Spooler:
         journal = delivery.journal
         if self._wal and journal is not None:
             try:
-                batch.claim = journal.spill_held([it.body for it in batch.items])
+                batch.claim = journal.spill_held([it[I_BODY] for it in batch.items])
             except (JournalError, ValueError) as exc:
                 pipe.log.log(
                     logging.ERROR, "wal", "meterline: write-ahead journaling failed: %s", exc

@@ -69,7 +69,7 @@ def read_message(msg: Any, *, fmt: str, key_field: str, max_bytes: int) -> Item 
         return _unreadable(
             where, key_field, header_key, value, f"its header key differs from its {key_field}"
         )
-    return Item(-1, len(value), key, bytes(value))
+    return (-1, len(value), key, bytes(value))
 
 
 def _headers(msg: Any) -> dict[str, str]:

@@ -35,7 +35,7 @@ from meterline._config import Config
 from meterline._delivery import Delivery
 from meterline._endpoint import transport_factory
 from meterline._errors import ConfigError, JournalError
-from meterline._outcomes import Item
+from meterline._outcomes import I_BODY, I_KEY, Item
 from meterline._stats import Counters, RateLimitedLog
 from meterline._transport import Transport
 from meterline.destinations.kafka import Kafka, parse_kafka_url
@@ -276,10 +276,10 @@ class Relay:
             got = read_message(msg, fmt=fmt, key_field=field, max_bytes=biggest)
             if isinstance(got, Unreadable):
                 batch.unreadable.append((got, partition))
-            elif got.key in seen:
+            elif got[I_KEY] in seen:
                 self._n["duplicates"] += 1
             else:
-                seen[got.key] = partition
+                seen[got[I_KEY]] = partition
                 batch.items.append(got)
         self._n["consumed"] += batch.count
         return batch
@@ -305,7 +305,7 @@ class Relay:
                 if pending and self._wait_turn(len(pending)):
                     result = self._delivery.try_send(pending, single=probing)
                     self._n["delivered"] += len(result.delivered)
-                    refused = [(it.body, why) for it, why in result.rejected]
+                    refused = [(it[I_BODY], why) for it, why in result.rejected]
                     if refused and not self._keep_rejected(refused):
                         pending = result.pending + [it for it, _ in result.rejected]
                     else:
@@ -344,7 +344,7 @@ class Relay:
             lost = set(self._lost)
         if not lost:
             return items
-        kept = [it for it in items if partition_of.get(it.key) not in lost]
+        kept = [it for it in items if partition_of.get(it[I_KEY]) not in lost]
         self._n["handed_over"] += len(items) - len(kept)
         return kept
 
