@@ -57,6 +57,8 @@ _CUT = b"!"  # not a hex digit: marks the group separators a UUID does not have
 
 
 def _refill(count: int = _POOL_KEYS) -> None:
+    if count <= 0:
+        return  # (an empty text would leave one "-" behind as a key)
     raw = bytearray(os.urandom(16 * count))
     raw[6::16] = raw[6::16].translate(_VERSION_4)
     raw[8::16] = raw[8::16].translate(_VARIANT)

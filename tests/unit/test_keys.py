@@ -17,6 +17,7 @@ def _fresh(count: int) -> list[str]:
 
 
 def test_keys_are_canonical_uuid4_text() -> None:
+    assert _fresh(0) == []
     for count in (1, 2, 255, 256, 1024, 4097):
         keys = _fresh(count)
         assert len(keys) == count
