@@ -102,6 +102,9 @@ class Delivery(Outcomes):
         self.circuit = Circuit(clock)
         self.deadline: float | None = None  # set by close(): no send may outlive it
         self.in_flight: Batch | None = None  # the live batch being sent (close copies it)
+        # Held while the batch in flight is settled, and while close() journals a copy of
+        # it: one or the other, never both (re-entrant: a callback runs under it).
+        self.handoff = threading.RLock()
         self.in_flight_since = 0.0
         self.answered = False  # a send got an answer: the connection is no longer cold
 
@@ -120,7 +123,7 @@ class Delivery(Outcomes):
     def _deliver(self, batch: Batch, final: bool) -> str:
         items = batch.items
         if not self.circuit.allow() or (final and self.circuit.is_open):
-            return self._keep(batch, Result(pending=list(items)), quiet=True)
+            return self._keep_live(batch, Result(pending=list(items)), quiet=True)
         probing = self.circuit.is_open
         result = self._send_with_retries(items, single=probing or final)
         recovered = False
@@ -130,8 +133,24 @@ class Delivery(Outcomes):
             self.circuit.fail(self._config.auth_probe_interval)
         else:
             self.circuit.fail(self._config.probe_interval)
-        outcome = self._keep(batch, result)
+        outcome = self._keep_live(batch, result)
         return RECOVERED if recovered and outcome == DONE else outcome
+
+    def _keep_live(self, batch: Batch, result: Result, *, quiet: bool = False) -> str:
+        """Settle the batch in flight under ``handoff``. close() journals a copy of a batch
+        whose send hangs (``journal_in_flight``); taking the same lock, it either does so
+        before this begins (the events are then abandoned: nothing here journals or counts
+        them again) or finds nothing in flight, everything already settled or on disk."""
+        with self.handoff:
+            self.in_flight = None
+            return self._keep(batch, result, quiet=quiet)
+
+    def journal_in_flight(self, copy: Callable[[Batch], None]) -> None:
+        """close(): ``copy(batch)`` for the batch in flight, if its send has not ended."""
+        with self.handoff:
+            batch = self.in_flight
+            if batch is not None:
+                copy(batch)
 
     def try_send(self, items: list[Item], *, single: bool = False) -> Result:
         """Send with the retry policy (one attempt when ``single``) and settle nothing: the

@@ -196,3 +196,62 @@ def test_a_raising_custom_transport_does_not_kill_delivery():
     d, settled = _delivery(Broken(), sleeps, journal, retry_attempts=2)
     d.deliver(_items(2))
     assert settled == {"journaled": 2}
+
+
+class _BlockingJournal(MemoryJournal):
+    """A journal whose spill waits for ``release`` (a slow disk), saying when it began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def spill(self, events):
+        self.entered.set()
+        assert self.release.wait(10)
+        super().spill(events)
+
+
+def test_close_never_copies_a_batch_the_sender_is_already_journaling():
+    """The sender's failed batch is being written when close() wants a copy of the batch in
+    flight: close() waits for the write and then finds nothing in flight (it used to copy
+    it too, and the journal held every event twice)."""
+    journal = _BlockingJournal()
+    d, settled = _delivery(FlakyTransport([503] * 9), [], journal)
+    sender = threading.Thread(target=d.deliver, args=(_items(3),))
+    sender.start()
+    assert journal.entered.wait(10)
+    copies: list[Batch] = []
+    closer = threading.Thread(target=d.delivery.journal_in_flight, args=(copies.append,))
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # it waits for the sender's write to end
+    journal.release.set()
+    sender.join(10)
+    closer.join(10)
+    assert copies == []
+    assert len(journal.spilled) == 1
+    assert settled == {"journaled": 3}
+
+
+def test_close_copies_a_batch_whose_send_hangs():
+    """While the send itself hangs, close() gets the batch in flight to journal a copy."""
+    started, hang = threading.Event(), threading.Event()
+
+    class Hanging(RecordingTransport):
+        def send(self, events, *, timeout=None):
+            started.set()
+            hang.wait(10)
+            raise TransportError("hung up")
+
+    d, _ = _delivery(Hanging(), [], MemoryJournal(), retry_attempts=1)
+    items = _items(2)
+    sender = threading.Thread(target=d.deliver, args=(items,))
+    sender.start()
+    assert started.wait(10)
+    copies: list[Batch] = []
+    d.delivery.journal_in_flight(copies.append)
+    hang.set()
+    sender.join(10)
+    assert len(copies) == 1
+    assert copies[0].items == items

@@ -161,10 +161,7 @@ class Closing:
         pipe.delivery.deadline = pipe.clock()  # no new send starts
         pipe.final = True
         pipe.spool(to_outbox=True)
-        delivery = pipe.delivery
-        in_flight = delivery.in_flight
-        if in_flight is not None:
-            self._journal_copy(in_flight)
+        pipe.delivery.journal_in_flight(self._journal_copy)
         self._journal_waiting(final=True)
 
     def _journal_copy(self, batch: Batch) -> None:
